@@ -1,0 +1,186 @@
+"""The embedded warehouse: a real PostgreSQL server that the project starts in a project-local folder.
+
+pgserver ships the PostgreSQL binaries; we drive them ourselves (initdb / pg_ctl) because we want a TCP
+listener on loopback, so that psql and BI tools can connect with an ordinary `postgresql://` URL.
+The server listens on 127.0.0.1 only and trusts loopback connections: it is a single-user development
+server. Anything shared uses an external server instead (set WAREHOUSE_URL / OPERATIONAL_URL).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 54329
+SUPERUSER = "postgres"
+DATABASES = ("operational", "warehouse")
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server could not be started or reached."""
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int = DEFAULT_PORT
+    host: str = "127.0.0.1"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Initialise (once) and start the server, then make sure both databases exist. Idempotent."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        run_as = _unprivileged_user(self.data_dir)
+        if not (self.pgdata / "PG_VERSION").exists():
+            self.pgdata.mkdir(parents=True, exist_ok=True)
+            _chown(self.pgdata, run_as)
+            _pg(
+                "initdb",
+                ["-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER],
+                run_as,
+            )
+        if not self.is_running():
+            if _port_in_use(self.host, self.port):
+                raise EmbeddedPostgresError(
+                    f"port {self.port} on {self.host} is taken by another program; "
+                    "set WAREHOUSE_PG_PORT to a free port"
+                )
+            _chown(self.data_dir, run_as)
+            options = (
+                f"-h {self.host} -p {self.port} -k {self.pgdata} "
+                "-c max_connections=100 -c shared_buffers=256MB -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_wal_size=4GB"
+            )
+            try:
+                _pg(
+                    "pg_ctl",
+                    ["-D", str(self.pgdata), "-w", "-t", "60", "-l", str(self.log_file), "-o", options, "start"],
+                    run_as,
+                )
+            except subprocess.CalledProcessError as exc:
+                log = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
+                raise EmbeddedPostgresError(f"PostgreSQL did not start:\n{exc.stderr}\n{log}") from exc
+        self._wait_ready()
+        for database in DATABASES:
+            self.ensure_database(database)
+
+    def stop(self) -> None:
+        if self.is_running():
+            _pg(
+                "pg_ctl",
+                ["-D", str(self.pgdata), "-w", "-m", "fast", "stop"],
+                _unprivileged_user(self.data_dir),
+            )
+
+    def is_running(self) -> bool:
+        if not (self.pgdata / "postmaster.pid").exists():
+            return False
+        try:
+            _pg("pg_ctl", ["-D", str(self.pgdata), "status"], _unprivileged_user(self.data_dir))
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def ensure_database(self, name: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(self.url("postgres"))
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("select 1 from pg_database where datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(f'create database "{name}"')
+        finally:
+            conn.close()
+
+    def _wait_ready(self, timeout_s: float = 30.0) -> None:
+        import psycopg2
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                psycopg2.connect(self.url("postgres"), connect_timeout=2).close()
+                return
+            except psycopg2.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise EmbeddedPostgresError(f"PostgreSQL on port {self.port} is not answering: {exc}") from exc
+                time.sleep(0.2)
+
+
+def _bin(name: str) -> Path:
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH / name
+
+
+def _pg(program: str, args: list[str], run_as: str | None) -> str:
+    result = subprocess.run(
+        [str(_bin(program)), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        user=run_as,
+        cwd="/",
+    )
+    if result.returncode != 0:
+        raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
+    return result.stdout
+
+
+def _unprivileged_user(data_dir: Path) -> str | None:
+    """PostgreSQL refuses to run as root; as root we run it as pgserver's own unprivileged user."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return None
+    from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+    ensure_user_exists("pgserver")
+    bin_dir = _bin("postgres").parent
+    ensure_prefix_permissions(bin_dir)
+    import stat
+
+    read_exec = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+    ensure_folder_permissions(bin_dir, read_exec)
+    ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+    ensure_prefix_permissions(data_dir)
+    return "pgserver"
+
+
+def _chown(path: Path, user: str | None) -> None:
+    if user is None:
+        return
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

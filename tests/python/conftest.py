@@ -1,0 +1,54 @@
+"""Shared fixtures: every test talks to a real PostgreSQL started here, on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from loaders.embedded_postgres import EmbeddedPostgres, free_port
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """One real PostgreSQL server for the whole session, in its own folder and port."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def fresh_databases(embedded_pg: EmbeddedPostgres, request: pytest.FixtureRequest) -> dict[str, str]:
+    """A pair of empty databases (operational, warehouse) private to one test; returns their URLs."""
+    base = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40]
+    urls = {}
+    conn = psycopg2.connect(embedded_pg.url("postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for role in ("operational", "warehouse"):
+            name = f"{base}_{role}"[:63]
+            cur.execute(f'drop database if exists "{name}" with (force)')
+            cur.execute(f'create database "{name}"')
+            urls[role] = embedded_pg.url(name)
+    conn.close()
+    return urls
+
+
+def query(url: str, sql: str, params: tuple | None = None) -> list[tuple]:
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
