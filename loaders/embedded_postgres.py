@@ -2,18 +2,23 @@
 
 pgserver ships the PostgreSQL binaries; we drive them ourselves (initdb / pg_ctl) because we want a TCP
 listener on loopback, so that psql and BI tools can connect with an ordinary `postgresql://` URL.
-The server listens on 127.0.0.1 only and trusts loopback connections: it is a single-user development
-server. Anything shared uses an external server instead (set WAREHOUSE_URL / OPERATIONAL_URL).
+The server listens on 127.0.0.1 only. TCP logins need the superuser's password, generated at
+initialisation and kept in a file that only the owner can read, inside the git-ignored state folder;
+the Unix socket in the data folder trusts the local owner. Anything shared uses an external server
+instead (set WAREHOUSE_URL / OPERATIONAL_URL).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 DEFAULT_PORT = 54329
 SUPERUSER = "postgres"
@@ -38,8 +43,15 @@ class EmbeddedPostgres:
     def log_file(self) -> Path:
         return self.data_dir / "postgres.log"
 
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / "superuser.password"
+
     def url(self, database: str) -> str:
-        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
+        """The full URL, password included: hand it to clients, never to a log (see config.mask_url)."""
+        password = self.password_file.read_text().strip() if self.password_file.exists() else ""
+        credentials = f"{SUPERUSER}:{quote(password, safe='')}" if password else SUPERUSER
+        return f"postgresql://{credentials}@{self.host}:{self.port}/{database}"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -48,13 +60,7 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         run_as = _unprivileged_user(self.data_dir)
         if not (self.pgdata / "PG_VERSION").exists():
-            self.pgdata.mkdir(parents=True, exist_ok=True)
-            _chown(self.pgdata, run_as)
-            _pg(
-                "initdb",
-                ["-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER],
-                run_as,
-            )
+            self._initdb(run_as)
         if not self.is_running():
             if _port_in_use(self.host, self.port):
                 raise EmbeddedPostgresError(
@@ -79,6 +85,35 @@ class EmbeddedPostgres:
         self._wait_ready()
         for database in DATABASES:
             self.ensure_database(database)
+
+    def _initdb(self, run_as: str | None) -> None:
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        _chown(self.pgdata, run_as)
+        password = secrets.token_urlsafe(24)
+        self.password_file.write_text(password + "\n")
+        self.password_file.chmod(0o600)
+        # initdb reads the password from a file; a short-lived copy the server's user may read.
+        with tempfile.NamedTemporaryFile("w", dir=self.data_dir, delete=False) as pwfile:
+            pwfile.write(password + "\n")
+        try:
+            _chown(Path(pwfile.name), run_as)
+            _pg(
+                "initdb",
+                [
+                    "-D",
+                    str(self.pgdata),
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile.name}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "-U",
+                    SUPERUSER,
+                ],
+                run_as,
+            )
+        finally:
+            os.unlink(pwfile.name)
 
     def stop(self) -> None:
         if self.is_running():

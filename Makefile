@@ -1,0 +1,57 @@
+# The two commands that matter: `make demo` (the whole pipeline on the embedded warehouse) and
+# `make test` (the whole suite, exactly what CI runs). Everything else is a convenience.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .bootstrap/bin/uv
+BIN := .venv/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test stop run docs docs-serve lint format clean
+
+help:
+	@echo "make demo        generate, load, transform, document: the whole pipeline on the embedded PostgreSQL"
+	@echo "make test        the whole test suite (what CI runs)"
+	@echo "make stop        stop the embedded PostgreSQL started by make demo"
+	@echo "make run         the daily job again: load + dbt build"
+	@echo "make docs-serve  serve the dbt docs site on http://127.0.0.1:8080"
+	@echo "make lint        ruff + sqlfluff"
+
+$(UV):
+	$(PYTHON) -m venv .bootstrap
+	.bootstrap/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+install: .venv/.installed
+
+demo: install
+	$(BIN)/warehouse demo
+
+run: install
+	$(BIN)/warehouse run
+
+stop: install
+	$(BIN)/warehouse down
+
+docs: install
+	$(BIN)/warehouse docs
+
+docs-serve: install
+	$(BIN)/warehouse docs --serve
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest tests/python/test_style.py
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: stop
+	rm -rf .warehouse target logs

@@ -1,0 +1,1 @@
+from loaders.cli import main; raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""`warehouse`: one entry point for every part of the pipeline.
+
+    warehouse up | down | url          the embedded PostgreSQL (or nothing, when URLs are configured)
+    warehouse generate | advance        the sample operational database
+    warehouse load [operational]        dlt: sources -> bronze
+    warehouse transform [-- dbt args]   dbt build: seeds, models, snapshots and tests in DAG order
+    warehouse docs [--serve]            dbt docs (static single file + the usual site)
+    warehouse run                       load + transform: the daily job
+    warehouse demo                      everything, end to end, then prints where to connect
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from loaders.config import (
+    PROJECT_DIR,
+    ConnectionConfigError,
+    Settings,
+    check_connection,
+    dbt_env,
+    load_settings,
+    mask_url,
+)
+from loaders.embedded_postgres import EmbeddedPostgresError
+
+GOLD_TABLES = ("fact_orders", "dim_customers", "dim_products", "dim_suppliers", "dim_time", "customer_360")
+
+
+class StepFailed(RuntimeError):
+    """A pipeline step failed; its own output already told the user why."""
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+@contextmanager
+def step(title: str) -> Iterator[None]:
+    say(f"\n==> {title}")
+    started = time.monotonic()
+    yield
+    say(f"    done in {time.monotonic() - started:.1f}s")
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_up(settings: Settings) -> None:
+    if settings.embedded is None:
+        say("WAREHOUSE_URL and OPERATIONAL_URL are set: using those servers, not the embedded one.")
+    else:
+        with step(f"Starting the embedded PostgreSQL in {settings.embedded.data_dir}"):
+            settings.embedded.start()
+    check_connection(settings.operational_url, "operational")
+    check_connection(settings.warehouse_url, "warehouse")
+
+
+def cmd_down(settings: Settings) -> None:
+    if settings.embedded is None:
+        say("No embedded server in use (WAREHOUSE_URL and OPERATIONAL_URL are set).")
+        return
+    settings.embedded.stop()
+    say("Embedded PostgreSQL stopped.")
+
+
+def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
+    from loaders.operational import generator
+
+    scale = generator.Scale(
+        customers=args.customers,
+        suppliers=args.suppliers,
+        products=args.products,
+        order_lines=args.order_lines,
+        history_days=args.history_days,
+    )
+    as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
+    with step(f"Generating the operational database ({scale.order_lines:,} order lines, seed {args.seed})"):
+        generator.generate(settings.operational_url, scale=scale, seed=args.seed, as_of=as_of, progress=_progress)
+
+
+def cmd_advance(settings: Settings, days: int) -> None:
+    from loaders.operational import generator
+
+    with step(f"Advancing the operational world by {days} day(s)"):
+        for summary in generator.advance_day(settings.operational_url, days=days, progress=_progress):
+            say(f"    {summary}")
+
+
+def cmd_load(settings: Settings, sources: Sequence[str], full_refresh: bool = False) -> None:
+    from loaders.operational.pipeline import load_operational
+
+    for source in sources:
+        if source != "operational":
+            raise SystemExit(f"unknown source {source!r}; known: operational")
+        check_connection(settings.operational_url, "operational")
+        check_connection(settings.warehouse_url, "warehouse")
+        with step(f"Loading operational -> {settings.bronze_operational_schema} (dlt, Arrow + COPY)"):
+            info = load_operational(
+                settings.operational_url,
+                settings.warehouse_url,
+                bronze_schema=settings.bronze_operational_schema,
+                pipelines_dir=str(settings.dlt_pipelines_dir),
+                full_refresh=full_refresh,
+            )
+            say(f"    load packages: {', '.join(info.loads_ids) or 'none'}")
+
+
+def cmd_transform(settings: Settings, dbt_args: Sequence[str]) -> None:
+    check_connection(settings.warehouse_url, "warehouse")
+    with step("dbt build (seeds, models, snapshots, tests in DAG order)"):
+        run_dbt(settings, ["build", *dbt_args])
+
+
+def cmd_docs(settings: Settings, serve: bool, port: int) -> None:
+    with step("dbt docs generate (site in target/, single file target/static_index.html)"):
+        run_dbt(settings, ["docs", "generate", "--static"])
+    if serve:
+        say(f"Serving the docs site on http://127.0.0.1:{port} (Ctrl-C to stop)")
+        run_dbt(settings, ["docs", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-browser"])
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    cmd_up(settings)
+    if args.fresh or not _operational_has_data(settings):
+        cmd_generate(settings, args)
+    else:
+        say("\nThe operational database already holds data: reusing it (use --fresh to regenerate).")
+    cmd_load(settings, ["operational"])
+    cmd_transform(settings, [])
+    cmd_docs(settings, serve=False, port=args.port)
+    _print_summary(settings, time.monotonic() - started)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def dbt_environment(settings: Settings) -> dict[str, str]:
+    """Environment for dbt: the profile's variables, and a profiles dir unless the user brings one."""
+    env = dict(os.environ)
+    env.update({k: v for k, v in dbt_env(settings.warehouse_url).items() if k not in os.environ})
+    env.setdefault("DBT_TARGET", "prod")
+    env.setdefault("BRONZE_OPERATIONAL_SCHEMA", settings.bronze_operational_schema)
+    env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    if "DBT_PROFILES_DIR" not in os.environ:
+        profiles_dir = settings.state_dir / "dbt"
+        profiles_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_DIR / "profiles.example.yml", profiles_dir / "profiles.yml")
+        env["DBT_PROFILES_DIR"] = str(profiles_dir)
+    return env
+
+
+def run_dbt(settings: Settings, args: Sequence[str]) -> None:
+    dbt = Path(sys.executable).with_name("dbt")
+    command = [str(dbt) if dbt.exists() else "dbt", *args]
+    result = subprocess.run(command, cwd=PROJECT_DIR, env=dbt_environment(settings), check=False)
+    if result.returncode != 0:
+        raise StepFailed(f"`dbt {' '.join(args)}` failed (exit {result.returncode}); see its output above")
+
+
+def _progress(message: str, count: int) -> None:
+    say(f"    {message}: {count:,}")
+
+
+def _operational_has_data(settings: Settings) -> bool:
+    import psycopg2
+
+    conn = psycopg2.connect(settings.operational_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select to_regclass('public.generator_state') is not null")
+            return bool(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _gold_counts(settings: Settings) -> dict[str, int]:
+    import psycopg2
+
+    schema = "gold" if os.environ.get("DBT_TARGET", "prod") == "prod" else None
+    counts: dict[str, int] = {}
+    if schema is None:
+        return counts
+    conn = psycopg2.connect(settings.warehouse_url)
+    try:
+        with conn.cursor() as cur:
+            for table in GOLD_TABLES:
+                cur.execute(f"select count(*) from {schema}.{table}")
+                counts[table] = cur.fetchone()[0]
+    finally:
+        conn.close()
+    return counts
+
+
+def _print_summary(settings: Settings, seconds: float) -> None:
+    say(f"\n=== The warehouse is ready ({seconds:.0f}s) ===")
+    for table, count in _gold_counts(settings).items():
+        say(f"    gold.{table:<16} {count:>10,} rows")
+    say(f"\nConnect (psql, BI tools): {mask_url(settings.warehouse_url)}")
+    say("    full URL with password:  .venv/bin/warehouse url      e.g.  psql \"$(.venv/bin/warehouse url)\"")
+    say("    schemas: gold (marts for BI), silver (staging), snapshots (SCD2 history), bronze_operational")
+    say(f"Docs site: {PROJECT_DIR / 'target' / 'static_index.html'} (open in a browser)")
+    say("    or serve it: make docs-serve")
+    if settings.embedded is not None:
+        say("The embedded server keeps running for BI tools; stop it with: make stop")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warehouse", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the embedded PostgreSQL (no-op with external URLs)")
+    sub.add_parser("down", help="stop the embedded PostgreSQL")
+    url = sub.add_parser("url", help="print a database URL, password included (for psql / BI tools)")
+    url.add_argument("database", nargs="?", default="warehouse", choices=("warehouse", "operational"))
+
+    def add_generation_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--customers", type=int, default=400)
+        p.add_argument("--suppliers", type=int, default=30)
+        p.add_argument("--products", type=int, default=250)
+        p.add_argument("--order-lines", type=int, default=60_000)
+        p.add_argument("--history-days", type=int, default=365)
+        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--as-of", help="simulated today, YYYY-MM-DD (default: today, UTC)")
+
+    add_generation_options(sub.add_parser("generate", help="(re)generate the sample operational database"))
+    advance = sub.add_parser("advance", help="advance the simulated operational world by N days")
+    advance.add_argument("--days", type=int, default=1)
+    load = sub.add_parser("load", help="load sources into bronze with dlt")
+    load.add_argument("sources", nargs="*", default=["operational"])
+    load.add_argument("--full-refresh", action="store_true", help="drop the source's bronze tables and reload")
+    transform = sub.add_parser("transform", help="dbt build; extra arguments go to dbt")
+    transform.add_argument("dbt_args", nargs=argparse.REMAINDER)
+    docs = sub.add_parser("docs", help="generate (and optionally serve) the dbt docs site")
+    docs.add_argument("--serve", action="store_true")
+    docs.add_argument("--port", type=int, default=8080)
+    sub.add_parser("run", help="the daily job: load every source, then dbt build")
+    demo = sub.add_parser("demo", help="end to end on the embedded warehouse; prints where to connect")
+    add_generation_options(demo)
+    demo.add_argument("--fresh", action="store_true", help="regenerate the operational database")
+    demo.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    commands: dict[str, Callable[[], None]] = {
+        "up": lambda: cmd_up(settings),
+        "down": lambda: cmd_down(settings),
+        "url": lambda: print(settings.warehouse_url if args.database == "warehouse" else settings.operational_url),
+        "generate": lambda: cmd_generate(settings, args),
+        "advance": lambda: cmd_advance(settings, args.days),
+        "load": lambda: cmd_load(settings, args.sources, args.full_refresh),
+        "transform": lambda: cmd_transform(settings, [a for a in args.dbt_args if a != "--"]),
+        "docs": lambda: cmd_docs(settings, args.serve, args.port),
+        "run": lambda: (cmd_load(settings, ["operational"]), cmd_transform(settings, [])),
+        "demo": lambda: cmd_demo(settings, args),
+    }
+    try:
+        commands[args.command]()
+    except (ConnectionConfigError, EmbeddedPostgresError, StepFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
