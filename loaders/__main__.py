@@ -1,1 +1,5 @@
-from loaders.cli import main; raise SystemExit(main())
+"""`python -m loaders` runs the `warehouse` command line."""
+
+from loaders.cli import main
+
+raise SystemExit(main())

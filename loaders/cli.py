@@ -1,12 +1,12 @@
 """`warehouse`: one entry point for every part of the pipeline.
 
-    warehouse up | down | url          the embedded PostgreSQL (or nothing, when URLs are configured)
-    warehouse generate | advance        the sample operational database
-    warehouse load [operational]        dlt: sources -> bronze
-    warehouse transform [-- dbt args]   dbt build: seeds, models, snapshots and tests in DAG order
-    warehouse docs [--serve]            dbt docs (static single file + the usual site)
-    warehouse run                       load + transform: the daily job
-    warehouse demo                      everything, end to end, then prints where to connect
+warehouse up | down | url          the embedded PostgreSQL (or nothing, when URLs are configured)
+warehouse generate | advance        the sample operational database
+warehouse load [operational]        dlt: sources -> bronze
+warehouse transform [-- dbt args]   dbt build: seeds, models, snapshots and tests in DAG order
+warehouse docs [--serve]            dbt docs (static single file + the usual site)
+warehouse run                       load + transform: the daily job
+warehouse demo                      everything, end to end, then prints where to connect
 """
 
 from __future__ import annotations
@@ -85,7 +85,9 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
     )
     as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
     with step(f"Generating the operational database ({scale.order_lines:,} order lines, seed {args.seed})"):
-        generator.generate(settings.operational_url, scale=scale, seed=args.seed, as_of=as_of, progress=_progress)
+        generator.generate(
+            settings.operational_url, scale=scale, seed=args.seed, as_of=as_of, progress=_progress
+        )
 
 
 def cmd_advance(settings: Settings, days: int) -> None:
@@ -207,7 +209,7 @@ def _print_summary(settings: Settings, seconds: float) -> None:
     for table, count in _gold_counts(settings).items():
         say(f"    gold.{table:<16} {count:>10,} rows")
     say(f"\nConnect (psql, BI tools): {mask_url(settings.warehouse_url)}")
-    say("    full URL with password:  .venv/bin/warehouse url      e.g.  psql \"$(.venv/bin/warehouse url)\"")
+    say('    full URL with password:  .venv/bin/warehouse url      e.g.  psql "$(.venv/bin/warehouse url)"')
     say("    schemas: gold (marts for BI), silver (staging), snapshots (SCD2 history), bronze_operational")
     say(f"Docs site: {PROJECT_DIR / 'target' / 'static_index.html'} (open in a browser)")
     say("    or serve it: make docs-serve")
@@ -237,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     advance.add_argument("--days", type=int, default=1)
     load = sub.add_parser("load", help="load sources into bronze with dlt")
     load.add_argument("sources", nargs="*", default=["operational"])
-    load.add_argument("--full-refresh", action="store_true", help="drop the source's bronze tables and reload")
+    load.add_argument(
+        "--full-refresh", action="store_true", help="drop the source's bronze tables and reload"
+    )
     transform = sub.add_parser("transform", help="dbt build; extra arguments go to dbt")
     transform.add_argument("dbt_args", nargs=argparse.REMAINDER)
     docs = sub.add_parser("docs", help="generate (and optionally serve) the dbt docs site")
@@ -257,7 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[], None]] = {
         "up": lambda: cmd_up(settings),
         "down": lambda: cmd_down(settings),
-        "url": lambda: print(settings.warehouse_url if args.database == "warehouse" else settings.operational_url),
+        "url": lambda: print(
+            settings.warehouse_url if args.database == "warehouse" else settings.operational_url
+        ),
         "generate": lambda: cmd_generate(settings, args),
         "advance": lambda: cmd_advance(settings, args.days),
         "load": lambda: cmd_load(settings, args.sources, args.full_refresh),

@@ -78,7 +78,9 @@ def check_connection(url: str, what: str) -> None:
         psycopg2.connect(url, connect_timeout=5).close()
     except psycopg2.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConnectionConfigError(f"cannot connect to the {what} database at {mask_url(url)}: {reason}") from None
+        raise ConnectionConfigError(
+            f"cannot connect to the {what} database at {mask_url(url)}: {reason}"
+        ) from None
 
 
 def dbt_env(url: str) -> dict[str, str]:

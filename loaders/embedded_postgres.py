@@ -60,7 +60,10 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         run_as = _unprivileged_user(self.data_dir)
         if not (self.pgdata / "PG_VERSION").exists():
-            self._initdb(run_as)
+            try:
+                self._initdb(run_as)
+            except subprocess.CalledProcessError as exc:
+                raise EmbeddedPostgresError(f"initdb failed in {self.pgdata}: {_explain(exc)}") from exc
         if not self.is_running():
             if _port_in_use(self.host, self.port):
                 raise EmbeddedPostgresError(
@@ -76,12 +79,23 @@ class EmbeddedPostgres:
             try:
                 _pg(
                     "pg_ctl",
-                    ["-D", str(self.pgdata), "-w", "-t", "60", "-l", str(self.log_file), "-o", options, "start"],
+                    [
+                        "-D",
+                        str(self.pgdata),
+                        "-w",
+                        "-t",
+                        "60",
+                        "-l",
+                        str(self.log_file),
+                        "-o",
+                        options,
+                        "start",
+                    ],
                     run_as,
                 )
             except subprocess.CalledProcessError as exc:
                 log = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
-                raise EmbeddedPostgresError(f"PostgreSQL did not start:\n{exc.stderr}\n{log}") from exc
+                raise EmbeddedPostgresError(f"PostgreSQL did not start:\n{_explain(exc)}\n{log}") from exc
         self._wait_ready()
         for database in DATABASES:
             self.ensure_database(database)
@@ -155,7 +169,9 @@ class EmbeddedPostgres:
                 return
             except psycopg2.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise EmbeddedPostgresError(f"PostgreSQL on port {self.port} is not answering: {exc}") from exc
+                    raise EmbeddedPostgresError(
+                        f"PostgreSQL on port {self.port} is not answering: {exc}"
+                    ) from exc
                 time.sleep(0.2)
 
 
@@ -179,6 +195,10 @@ def _pg(program: str, args: list[str], run_as: str | None) -> str:
     return result.stdout
 
 
+def _explain(exc: subprocess.CalledProcessError) -> str:
+    return (exc.stderr or exc.stdout or "").strip()
+
+
 def _unprivileged_user(data_dir: Path) -> str | None:
     """PostgreSQL refuses to run as root; as root we run it as pgserver's own unprivileged user."""
     if os.name != "posix" or os.geteuid() != 0:
@@ -194,6 +214,7 @@ def _unprivileged_user(data_dir: Path) -> str | None:
     ensure_folder_permissions(bin_dir, read_exec)
     ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
     ensure_prefix_permissions(data_dir)
+    data_dir.chmod(data_dir.stat().st_mode | stat.S_IXGRP | stat.S_IXOTH)  # traversable, not listable
     return "pgserver"
 
 
@@ -203,6 +224,7 @@ def _chown(path: Path, user: str | None) -> None:
     import pwd
 
     entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
     for root, dirs, files in os.walk(path):
         os.chown(root, entry.pw_uid, entry.pw_gid)
         for name in dirs + files:

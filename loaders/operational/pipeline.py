@@ -82,7 +82,9 @@ def operational_source(
 
 def _stamp_loaded_at(loaded_at: pa.Scalar) -> Any:
     def stamp(table: pa.Table) -> pa.Table:
-        return table.append_column("_loaded_at", pa.array([loaded_at.as_py()] * table.num_rows, loaded_at.type))
+        return table.append_column(
+            "_loaded_at", pa.array([loaded_at.as_py()] * table.num_rows, loaded_at.type)
+        )
 
     return stamp
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from helpers import query  # noqa: F401  (re-exported for the tests)
 
 from loaders.embedded_postgres import EmbeddedPostgres, free_port
 
@@ -23,31 +24,28 @@ def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPo
     server.stop()
 
 
-@pytest.fixture()
-def fresh_databases(embedded_pg: EmbeddedPostgres, request: pytest.FixtureRequest) -> dict[str, str]:
-    """A pair of empty databases (operational, warehouse) private to one test; returns their URLs."""
-    base = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40]
+def make_databases(server: EmbeddedPostgres, label: str) -> dict[str, str]:
+    """A pair of empty databases (operational, warehouse) named after `label`; returns their URLs."""
+    base = "t_" + "".join(c if c.isalnum() else "_" for c in label.lower())[:40]
     urls = {}
-    conn = psycopg2.connect(embedded_pg.url("postgres"))
+    conn = psycopg2.connect(server.url("postgres"))
     conn.autocommit = True
-    with conn.cursor() as cur:
-        for role in ("operational", "warehouse"):
-            name = f"{base}_{role}"[:63]
-            cur.execute(f'drop database if exists "{name}" with (force)')
-            cur.execute(f'create database "{name}"')
-            urls[role] = embedded_pg.url(name)
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            for role in ("operational", "warehouse"):
+                name = f"{base}_{role}"[:63]
+                cur.execute(f'drop database if exists "{name}" with (force)')
+                cur.execute(f'create database "{name}"')
+                urls[role] = server.url(name)
+    finally:
+        conn.close()
     return urls
 
 
-def query(url: str, sql: str, params: tuple | None = None) -> list[tuple]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
+@pytest.fixture()
+def fresh_databases(embedded_pg: EmbeddedPostgres, request: pytest.FixtureRequest) -> dict[str, str]:
+    """A pair of empty databases (operational, warehouse) private to one test; returns their URLs."""
+    return make_databases(embedded_pg, request.node.name)
 
 
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
