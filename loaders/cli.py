@@ -82,6 +82,7 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
         products=args.products,
         order_lines=args.order_lines,
         history_days=args.history_days,
+        warehouses=args.warehouses,
     )
     as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
     with step(f"Generating the operational database ({scale.order_lines:,} order lines, seed {args.seed})"):
@@ -154,6 +155,10 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     env.setdefault("DBT_TARGET", "prod")
     env.setdefault("BRONZE_OPERATIONAL_SCHEMA", settings.bronze_operational_schema)
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    if not settings.is_default_state:
+        # a separate state folder (tests, parallel runs) gets its own dbt artifacts and logs too
+        env.setdefault("DBT_TARGET_PATH", str(settings.dbt_target_dir))
+        env.setdefault("DBT_LOG_PATH", str(settings.state_dir / "logs"))
     if "DBT_PROFILES_DIR" not in os.environ:
         profiles_dir = settings.state_dir / "dbt"
         profiles_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +216,7 @@ def _print_summary(settings: Settings, seconds: float) -> None:
     say(f"\nConnect (psql, BI tools): {mask_url(settings.warehouse_url)}")
     say('    full URL with password:  .venv/bin/warehouse url      e.g.  psql "$(.venv/bin/warehouse url)"')
     say("    schemas: gold (marts for BI), silver (staging), snapshots (SCD2 history), bronze_operational")
-    say(f"Docs site: {PROJECT_DIR / 'target' / 'static_index.html'} (open in a browser)")
+    say(f"Docs site: {settings.dbt_target_dir / 'static_index.html'} (open in a browser)")
     say("    or serve it: make docs-serve")
     if settings.embedded is not None:
         say("The embedded server keeps running for BI tools; stop it with: make stop")
@@ -231,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--products", type=int, default=250)
         p.add_argument("--order-lines", type=int, default=60_000)
         p.add_argument("--history-days", type=int, default=365)
+        p.add_argument("--warehouses", type=int, default=4, help="distribution centres holding inventory")
         p.add_argument("--seed", type=int, default=42)
         p.add_argument("--as-of", help="simulated today, YYYY-MM-DD (default: today, UTC)")
 

@@ -35,8 +35,13 @@ class Settings:
         return self.state_dir / "dlt"
 
     @property
+    def is_default_state(self) -> bool:
+        return self.state_dir == PROJECT_DIR / ".warehouse"
+
+    @property
     def dbt_target_dir(self) -> Path:
-        return PROJECT_DIR / "target"
+        """dbt's artifacts: target/ for the main job, inside the state folder for tests and parallel runs."""
+        return PROJECT_DIR / "target" if self.is_default_state else self.state_dir / "target"
 
 
 def load_settings() -> Settings:

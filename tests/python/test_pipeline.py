@@ -27,13 +27,17 @@ GOLD_TABLES = (
 )
 
 
-def dbt_vars(as_of: dt.date) -> str:
-    return json.dumps({"as_of_date": as_of.isoformat()})
+def dbt_vars(as_of: dt.date, **extra: object) -> str:
+    return json.dumps({"as_of_date": as_of.isoformat(), **extra})
 
 
 @pytest.fixture(scope="module")
 def daily_warehouse(embedded_pg, tmp_path_factory):
-    """Generate, load and build; then three daily cycles of advance -> load -> build, like production."""
+    """Generate, load and build; then three daily cycles of advance -> load -> build, like production.
+
+    The daily builds run with a zero lookback: the loads here are minutes apart, so the default 72 h
+    window would re-process every row and hide a broken incremental filter.
+    """
     from conftest import make_databases
     from helpers import cli_env
 
@@ -46,7 +50,8 @@ def daily_warehouse(embedded_pg, tmp_path_factory):
     for _ in range(3):
         days.extend(generator.advance_day(urls["operational"], days=1))
         run_cli(env, "load", "operational")
-        run_cli(env, "transform", "--", "--vars", dbt_vars(generator.world_date(urls["operational"])))
+        world = generator.world_date(urls["operational"])
+        run_cli(env, "transform", "--", "--vars", dbt_vars(world, fact_orders_lookback_hours=0))
     return {"urls": urls, "env": env, "days": days}
 
 

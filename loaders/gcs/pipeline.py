@@ -1,0 +1,907 @@
+"""GCS payload files -> warehouse bronze (`bronze_gcs`), with dlt. Exactly once, in bounded memory.
+
+Layout (the bucket URL is configuration: gs://bucket in production, a folder for the embedded demo):
+
+    datalake/payload_data/pending/<payload_type>/...   files waiting to be loaded
+    datalake/payload_data/done/<payload_type>/...      loaded (same relative path), moved after the commit
+    datalake/payload_data/failed/<payload_type>/...    quarantined: not loadable as a whole (reason in the log)
+    datalake/payload_data/_leases/...                  leases of the runs in progress
+
+Why it is built this way:
+- **Stage, then load.** Each file is streamed once (gzip or not; array, object or NDJSON), every record is
+  validated against its payload type (configuration, not code: `payload_types.py`) and written to a local
+  Arrow file: good records with their typed columns and raw JSON, bad ones to a rejects file with the
+  reason. Only files that parse completely reach dlt, so a file that is not valid JSON goes to failed/
+  whole and never half-loads. Memory is one chunk plus one batch of rows, whatever the file size.
+- **Arrow + COPY.** The staged Arrow batches go to dlt with `loader_file_format="csv"`: PostgreSQL lands them
+  with COPY; there is no row-by-row insert anywhere.
+- **Exactly once.** Bronze tables are merged on the payload type's primary key (a corrected file supersedes
+  the rows of the old one; within one load the newest upload, then the last record of a file, wins:
+  `_record_order` is dlt's dedup_sort). After the data commits, the file's content hash is registered in
+  `loaded_files` (a second, tiny load), and only then is the file moved to done/. A crash anywhere in
+  between is repaired by the next run: before the registry commit the file is simply loaded again (the
+  merge makes that idempotent); after it, the file is recognised by its content hash, skipped and moved.
+  The same content uploaded under another name is skipped the same way.
+- **Leases in the bucket.** Each file is leased by the run processing it (see leases.py), so concurrent
+  runs share the work instead of repeating it, and the dlt load itself is serialised by one more lease
+  (dlt's merge uses a shared staging dataset). Leases expire, so a crashed run never blocks anything.
+- **Everything is logged** in the processing log (`ops.processing_log`, see loaders/processing_log.py):
+  one row per file per run and one per run, with processed = loaded + rejected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pyarrow as pa
+
+from loaders.gcs.bucket import Bucket, BucketError, ObjectInfo, open_bucket
+from loaders.gcs.leases import DEFAULT_LEASE_SECONDS, Holder, Lease, LeaseManager
+from loaders.gcs.payload_types import (
+    DriftFailure,
+    InvalidRecord,
+    PayloadType,
+    load_payload_types,
+)
+from loaders.gcs.reader import FileDigest, MalformedFile, iter_records
+from loaders.processing_log import LogEntry, ProcessingLog, connect, new_run_id
+
+BRONZE_SCHEMA_ENV = "BRONZE_GCS_SCHEMA"
+DEFAULT_BRONZE_SCHEMA = "bronze_gcs"
+BUCKET_URL_ENV = "GCS_BUCKET_URL"
+LAYOUT_ROOT = "datalake/payload_data"
+REJECTS_TABLE = "rejects"
+FILES_TABLE = "loaded_files"
+LOAD_LEASE = f"{LAYOUT_ROOT}/_leases/_bronze_load.lease"
+BATCH_ROWS = 20_000
+BATCH_RAW_BYTES = 32 << 20
+MAX_DRIFT_KEYS_LOGGED = 50
+
+Progress = Callable[[str], None]
+
+# Our json columns are Arrow strings with a json hint, on purpose: dlt warns about that on every load.
+logging.getLogger("dlt").addFilter(lambda r: "several column hints were different" not in r.getMessage())
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def bronze_schema_from_env() -> str:
+    return os.environ.get(BRONZE_SCHEMA_ENV, DEFAULT_BRONZE_SCHEMA)
+
+
+def bucket_url_from_env(state_dir: Path | str) -> str:
+    """GCS_BUCKET_URL, else the embedded demo's local bucket folder `<state_dir>/bucket`."""
+    return os.environ.get(BUCKET_URL_ENV, "").strip() or str(Path(state_dir) / "bucket")
+
+
+def layout_key(area: str, payload_type: str, relative: str = "") -> str:
+    """`datalake/payload_data/<area>/<payload_type>/<relative>`; area is pending, done or failed."""
+    return f"{LAYOUT_ROOT}/{area}/{payload_type}/{relative}"
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileOutcome:
+    payload_type: str
+    file_name: str  # relative to pending/<payload_type>/
+    status: str  # completed, failed, skipped
+    message: str = ""
+    records_processed: int = 0
+    records_loaded: int = 0
+    records_rejected: int = 0
+
+
+@dataclass
+class GcsLoadResult:
+    run_id: str
+    bucket_url: str
+    files: list[FileOutcome] = field(default_factory=list)
+    load_ids: list[str] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def records_loaded(self) -> int:
+        return sum(f.records_loaded for f in self.files)
+
+    @property
+    def records_rejected(self) -> int:
+        return sum(f.records_rejected for f in self.files)
+
+    def summary(self) -> str:
+        return (
+            f"{self.count('completed')} file(s) loaded, {self.count('skipped')} skipped, "
+            f"{self.count('failed')} failed; {self.records_loaded:,} record(s) loaded, "
+            f"{self.records_rejected:,} rejected (run {self.run_id})"
+        )
+
+
+# -- staging -------------------------------------------------------------------------------------
+
+
+class FileFailed(Exception):
+    """The file as a whole cannot be loaded: it goes to failed/ with this reason."""
+
+
+@dataclass
+class StagedFile:
+    payload_type: PayloadType
+    info: ObjectInfo
+    relative: str
+    url: str
+    data_path: Path
+    rejects_path: Path
+    digest: FileDigest = field(default_factory=FileDigest)
+    records_processed: int = 0
+    records_loaded: int = 0
+    records_rejected: int = 0
+    drift: Counter[str] = field(default_factory=Counter)
+    reject_reasons: Counter[str] = field(default_factory=Counter)
+    lease: Lease | None = None
+    entry: LogEntry | None = None
+
+    @property
+    def content_hash(self) -> str:
+        return self.digest.sha256
+
+    def details(self) -> dict[str, Any]:
+        drift = dict(self.drift.most_common(MAX_DRIFT_KEYS_LOGGED))
+        details: dict[str, Any] = {
+            "source_file": self.url,
+            "content_hash": self.content_hash,
+            "generation": self.info.generation,
+            "size_bytes": self.digest.stored_bytes,
+            "compressed": self.digest.compressed,
+            "format": self.digest.format,
+            "new_fields": drift,
+        }
+        if len(self.drift) > MAX_DRIFT_KEYS_LOGGED:
+            details["new_fields_not_listed"] = len(self.drift) - MAX_DRIFT_KEYS_LOGGED
+        if self.reject_reasons:
+            details["reject_reasons"] = dict(self.reject_reasons.most_common(20))
+        return details
+
+
+def _data_schema(payload_type: PayloadType) -> pa.Schema:
+    return pa.schema(
+        [
+            *(pa.field(c.name, c.arrow_type) for c in payload_type.columns),
+            pa.field("_raw_json", pa.string()),
+            pa.field("_record_number", pa.int64()),
+        ]
+    )
+
+
+_REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("_record_number", pa.int64()),
+        pa.field("_byte_offset", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("_raw_json", pa.string()),
+    ]
+)
+
+
+class _BatchWriter:
+    """Accumulates rows column-wise and writes Arrow record batches to a local IPC file."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.columns: list[list[Any]] = [[] for _ in schema]
+        self.rows = 0
+        self.raw_bytes = 0
+        self._writer: Any = None
+
+    def add(self, values: Sequence[Any], raw_bytes: int) -> None:
+        for column, value in zip(self.columns, values, strict=True):
+            column.append(value)
+        self.rows += 1
+        self.raw_bytes += raw_bytes
+        if self.rows >= BATCH_ROWS or self.raw_bytes >= BATCH_RAW_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        batch = pa.record_batch(
+            [pa.array(col, type=f.type) for col, f in zip(self.columns, self.schema, strict=True)],
+            schema=self.schema,
+        )
+        if self._writer is None:
+            self._writer = pa.ipc.new_stream(
+                str(self.path), self.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
+            )
+        self._writer.write_batch(batch)
+        self.columns = [[] for _ in self.schema]
+        self.rows = 0
+        self.raw_bytes = 0
+
+    def close(self) -> None:
+        self.flush()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def stage_file(
+    bucket: Bucket, info: ObjectInfo, payload_type: PayloadType, relative: str, work_dir: Path
+) -> StagedFile:
+    """Stream one file into local Arrow files (records / rejects). Raises FileFailed for a bad file."""
+    stem = f"{payload_type.name}-{info.generation}-{abs(hash(info.key)):x}"
+    staged = StagedFile(
+        payload_type=payload_type,
+        info=info,
+        relative=relative,
+        url=bucket.object_url(info.key),
+        data_path=work_dir / f"{stem}.records.arrow",
+        rejects_path=work_dir / f"{stem}.rejects.arrow",
+    )
+    processor = payload_type.processor()
+    data = _BatchWriter(staged.data_path, _data_schema(payload_type))
+    rejects = _BatchWriter(staged.rejects_path, _REJECTS_SCHEMA)
+    try:
+        with bucket.open(info) as stream:
+            for number, offset, raw, value in iter_records(stream, staged.digest):
+                text = raw.decode("utf-8")
+                try:
+                    values, drift = processor.process(value)
+                except InvalidRecord as exc:
+                    reason = str(exc)
+                    rejects.add((number, offset, reason, text), len(raw))
+                    staged.reject_reasons[_reason_kind(reason)] += 1
+                    staged.records_rejected += 1
+                    continue
+                for key in drift:
+                    staged.drift[key] += 1
+                values.append(text)
+                values.append(number)
+                data.add(values, len(raw))
+                staged.records_loaded += 1
+    except MalformedFile as exc:
+        raise FileFailed(f"not valid JSON: {exc}") from None
+    except DriftFailure as exc:
+        raise FileFailed(str(exc)) from None
+    finally:
+        data.close()
+        rejects.close()
+    staged.records_processed = staged.records_loaded + staged.records_rejected
+    if staged.digest.format == "empty":
+        raise FileFailed("the file is empty: no JSON value in it")
+    return staged
+
+
+def _reason_kind(reason: str) -> str:
+    """Reject reasons grouped for the log (the full reason of each record is in the rejects table)."""
+    return reason.split(":", 1)[0][:120]
+
+
+# -- dlt -----------------------------------------------------------------------------------------
+
+
+def _lineage_hints() -> dict[str, dict[str, Any]]:
+    return {
+        "_raw_json": {"data_type": "text", "nullable": False},
+        "_record_number": {"data_type": "bigint", "nullable": False},
+        "_source_file": {"data_type": "text", "nullable": False},
+        "_source_generation": {"data_type": "bigint", "nullable": False},
+        "_content_hash": {"data_type": "text", "nullable": False},
+        "_run_id": {"data_type": "text", "nullable": False},
+        "_loaded_at": {"data_type": "timestamp", "timezone": True, "nullable": False},
+    }
+
+
+def _with_lineage(table: pa.Table, staged: StagedFile, run_id: str, loaded_at: dt.datetime) -> pa.Table:
+    n = table.num_rows
+    generation = staged.info.generation
+    columns = {
+        "_source_file": pa.array([staged.url] * n, pa.string()),
+        "_source_generation": pa.array([generation] * n, pa.int64()),
+        "_content_hash": pa.array([staged.content_hash] * n, pa.string()),
+        "_run_id": pa.array([run_id] * n, pa.string()),
+        "_loaded_at": pa.array([loaded_at] * n, pa.timestamp("us", tz="UTC")),
+    }
+    for name, array in columns.items():
+        table = table.append_column(name, array)
+    return table
+
+
+def _read_staged(path: Path) -> Iterator[pa.Table]:
+    if not path.exists():
+        return
+    with pa.OSFile(str(path), "rb") as handle, pa.ipc.open_stream(handle) as reader:
+        for batch in reader:
+            yield pa.Table.from_batches([batch])
+
+
+def _records(staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> Iterator[pa.Table]:
+    for staged in staged_files:
+        for table in _read_staged(staged.data_path):
+            table = _with_lineage(table, staged, run_id, loaded_at)
+            order = [
+                f"{staged.info.generation:020d}:{number:012d}"
+                for number in table.column("_record_number").to_pylist()
+            ]
+            yield table.append_column("_record_order", pa.array(order, pa.string()))
+
+
+def _rejects(staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> Iterator[pa.Table]:
+    for staged in staged_files:
+        for table in _read_staged(staged.rejects_path):
+            table = table.add_column(
+                0, "payload_type", pa.array([staged.payload_type.name] * table.num_rows, pa.string())
+            )
+            yield _with_lineage(table, staged, run_id, loaded_at)
+
+
+@dlt.source(name="gcs_payloads", max_table_nesting=0)
+def gcs_payloads_source(staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> Iterator[Any]:
+    """One bronze table per payload type present (merged on its primary key), plus `rejects`."""
+    by_type: dict[str, list[StagedFile]] = {}
+    for staged in staged_files:
+        by_type.setdefault(staged.payload_type.name, []).append(staged)
+    for files in by_type.values():
+        payload_type = files[0].payload_type
+        columns = {
+            c.name: c.dlt_hint(nullable=c.name not in payload_type.required) for c in payload_type.columns
+        }
+        columns.update(_lineage_hints())
+        columns["_record_order"] = {"data_type": "text", "nullable": False, "dedup_sort": "desc"}
+        yield dlt.resource(
+            _records(files, run_id, loaded_at),
+            name=payload_type.table_name,
+            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+            primary_key=list(payload_type.primary_key),
+            columns=columns,
+        )
+    reject_columns = {
+        "payload_type": {"data_type": "text", "nullable": False},
+        "reason": {"data_type": "text", "nullable": False},
+        "_byte_offset": {"data_type": "bigint", "nullable": False},
+        **_lineage_hints(),
+    }
+    yield dlt.resource(
+        _rejects(staged_files, run_id, loaded_at),
+        name=REJECTS_TABLE,
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        primary_key=["_content_hash", "_record_number"],
+        columns=reject_columns,
+    )
+
+
+@dlt.source(name="gcs_payloads", max_table_nesting=0)
+def gcs_registry_source(staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> Iterator[Any]:
+    """`loaded_files`: one row per distinct content loaded (the exactly-once registry, and file lineage)."""
+    rows = [
+        {
+            "content_hash": s.content_hash,
+            "payload_type": s.payload_type.name,
+            "file_name": s.relative,
+            "source_file": s.url,
+            "source_generation": s.info.generation,
+            "size_bytes": s.digest.stored_bytes,
+            "compressed": s.digest.compressed,
+            "format": s.digest.format,
+            "records_processed": s.records_processed,
+            "records_loaded": s.records_loaded,
+            "records_rejected": s.records_rejected,
+            "run_id": run_id,
+            "loaded_at": loaded_at,
+        }
+        for s in staged_files
+    ]
+    schema = pa.schema(
+        [
+            ("content_hash", pa.string()),
+            ("payload_type", pa.string()),
+            ("file_name", pa.string()),
+            ("source_file", pa.string()),
+            ("source_generation", pa.int64()),
+            ("size_bytes", pa.int64()),
+            ("compressed", pa.bool_()),
+            ("format", pa.string()),
+            ("records_processed", pa.int64()),
+            ("records_loaded", pa.int64()),
+            ("records_rejected", pa.int64()),
+            ("run_id", pa.string()),
+            ("loaded_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+    yield dlt.resource(
+        iter([pa.Table.from_pylist(rows, schema=schema)]),
+        name=FILES_TABLE,
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        primary_key=["payload_type", "content_hash"],
+    )
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+class _Run:
+    def __init__(
+        self,
+        bucket: Bucket,
+        warehouse_url: str,
+        types: dict[str, PayloadType],
+        *,
+        run_id: str,
+        bronze_schema: str,
+        log: ProcessingLog,
+        work_dir: Path,
+        lease_seconds: float,
+        load_lock_timeout_seconds: float,
+        max_batch_files: int,
+        max_batch_bytes: int,
+        progress: Progress,
+    ) -> None:
+        self.bucket = bucket
+        self.warehouse_url = warehouse_url
+        self.types = types
+        self.run_id = run_id
+        self.bronze_schema = bronze_schema
+        self.log = log
+        self.work_dir = work_dir
+        self.leases = LeaseManager(bucket, run_id, lease_seconds=lease_seconds)
+        self.load_lock_timeout_seconds = load_lock_timeout_seconds
+        self.max_batch_files = max_batch_files
+        self.max_batch_bytes = max_batch_bytes
+        self.progress = progress
+        self.result = GcsLoadResult(run_id=run_id, bucket_url=bucket.url)
+        self.batch: list[StagedFile] = []
+        self._pipeline: Any = None
+
+    # discovery ----------------------------------------------------------------------------------
+
+    def pending(self) -> list[tuple[PayloadType, ObjectInfo, str]]:
+        found = []
+        for payload_type in self.types.values():
+            prefix = layout_key("pending", payload_type.name)
+            objects = sorted(self.bucket.list(prefix), key=lambda o: (o.generation, o.key))
+            found.extend((payload_type, info, info.key[len(prefix) :]) for info in objects)
+        return found
+
+    def unknown_types(self, configured: Sequence[str]) -> Counter[str]:
+        """Folders under pending/ that no payload type claims (their files stay where they are)."""
+        prefix = f"{LAYOUT_ROOT}/pending/"
+        unknown: Counter[str] = Counter()
+        for info in self.bucket.list(prefix):
+            folder = info.key[len(prefix) :].split("/", 1)
+            name = folder[0] if len(folder) == 2 else "(no payload type folder)"
+            if name not in configured:
+                unknown[name] += 1
+        return unknown
+
+    # one file -----------------------------------------------------------------------------------
+
+    def process(self, payload_type: PayloadType, info: ObjectInfo, relative: str) -> None:
+        entry = self.log.start(
+            self.run_id, layer="bronze", payload_type=payload_type.name, file_name=relative
+        )
+        lease_key = layout_key("_leases", payload_type.name, relative + ".lease")
+        got = self.leases.acquire(lease_key)
+        if isinstance(got, Holder):
+            self._final(
+                entry,
+                payload_type,
+                relative,
+                "skipped",
+                f"leased by run {got.run_id} ({got.owner}) until {got.expires_at.isoformat()}",
+            )
+            return
+        current = self.bucket.stat(info.key)
+        if current is None:
+            self.leases.release(got)
+            self._final(
+                entry, payload_type, relative, "skipped", "no longer in pending/ (another run took it)"
+            )
+            return
+        try:
+            staged = stage_file(self.bucket, current, payload_type, relative, self.work_dir)
+        except FileFailed as exc:
+            self._quarantine(current, payload_type, relative, entry, str(exc), got)
+            return
+        except BaseException as exc:  # the bucket or the disk failed: not the file's fault
+            self.leases.release(got)
+            self._final(
+                entry,
+                payload_type,
+                relative,
+                "failed",
+                f"could not read the file, left in pending/: {type(exc).__name__}: {exc}",
+            )
+            raise
+        staged.lease, staged.entry = got, entry
+        duplicate = self._already_loaded(staged)
+        if duplicate is not None:
+            self._move(staged, "done")
+            self._final(
+                entry,
+                payload_type,
+                relative,
+                "skipped",
+                duplicate,
+                details={**staged.details(), "records_in_file": staged.records_processed},
+            )
+            self.leases.release(got)
+            self._discard(staged)
+            return
+        self.batch.append(staged)
+        self.progress(
+            f"staged {payload_type.name}/{relative}: {staged.records_loaded:,} record(s), "
+            f"{staged.records_rejected:,} rejected"
+        )
+        if len(self.batch) >= self.max_batch_files or self._batch_bytes() >= self.max_batch_bytes:
+            self.flush()
+
+    def _batch_bytes(self) -> int:
+        return sum(s.digest.stored_bytes for s in self.batch)
+
+    def _already_loaded(self, staged: StagedFile) -> str | None:
+        for other in self.batch:
+            if (
+                other.payload_type.name == staged.payload_type.name
+                and other.content_hash == staged.content_hash
+            ):
+                return f"duplicate content: same bytes as {other.relative}, loaded in this run"
+        row = registry_lookup(
+            self.warehouse_url, self.bronze_schema, staged.payload_type.name, staged.content_hash
+        )
+        if row is None:
+            return None
+        file_name, run_id, loaded_at = row
+        if file_name == staged.relative:
+            return f"already loaded by run {run_id} at {loaded_at} (moved to done/ now)"
+        return f"duplicate content: same bytes as {file_name}, loaded by run {run_id} at {loaded_at}"
+
+    def _quarantine(
+        self,
+        info: ObjectInfo,
+        payload_type: PayloadType,
+        relative: str,
+        entry: LogEntry,
+        reason: str,
+        lease: Lease,
+    ) -> None:
+        try:
+            self.bucket.move(info, layout_key("failed", payload_type.name, relative))
+        finally:
+            self.leases.release(lease)
+        self._final(
+            entry,
+            payload_type,
+            relative,
+            "failed",
+            f"moved to failed/: {reason}",
+            details={"source_file": self.bucket.object_url(info.key), "generation": info.generation},
+        )
+        self.progress(f"FAILED {payload_type.name}/{relative}: {reason}")
+
+    def _move(self, staged: StagedFile, area: str) -> None:
+        try:
+            move_file(self.bucket, staged.info, layout_key(area, staged.payload_type.name, staged.relative))
+        except BucketError:
+            if self.bucket.stat(staged.info.key) is not None:
+                raise  # still there: a real failure
+            # gone: another run whose lease outlived ours already moved it
+
+    def _final(
+        self,
+        entry: LogEntry,
+        payload_type: PayloadType,
+        relative: str,
+        status: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        staged: StagedFile | None = None,
+    ) -> None:
+        counts = (
+            {
+                "records_processed": staged.records_processed,
+                "records_loaded": staged.records_loaded,
+                "records_invalid": staged.records_rejected,
+            }
+            if staged is not None
+            else {"records_processed": 0, "records_loaded": 0, "records_invalid": 0}
+        )
+        self.log.finish(entry, status, message=message, details=details, **counts)
+        self.result.files.append(
+            FileOutcome(
+                payload_type=payload_type.name,
+                file_name=relative,
+                status=status,
+                message=message,
+                records_processed=counts["records_processed"],
+                records_loaded=counts["records_loaded"],
+                records_rejected=counts["records_invalid"],
+            )
+        )
+
+    def _discard(self, staged: StagedFile) -> None:
+        for path in (staged.data_path, staged.rejects_path):
+            path.unlink(missing_ok=True)
+
+    # a batch --------------------------------------------------------------------------------------
+
+    def pipeline(self) -> Any:
+        if self._pipeline is None:
+            self._pipeline = dlt.pipeline(
+                pipeline_name=f"gcs_to_{self.bronze_schema}",
+                destination=dlt.destinations.postgres(credentials=self.warehouse_url),
+                dataset_name=self.bronze_schema,
+                pipelines_dir=str(self.work_dir / "dlt"),
+                progress=None,
+            )
+        return self._pipeline
+
+    def flush(self) -> None:
+        batch, self.batch = self.batch, []
+        if not batch:
+            return
+        loaded_at = dt.datetime.now(dt.UTC)
+        try:
+            with self.leases.wait_for(LOAD_LEASE, self.load_lock_timeout_seconds):
+                load_ids = load_batch(self.pipeline(), batch, self.run_id, loaded_at)
+                register_files(self.pipeline(), batch, self.run_id, loaded_at)
+        except BaseException as exc:
+            for staged in batch:
+                self.leases.release(staged.lease)
+                self._final(
+                    staged.entry,
+                    staged.payload_type,
+                    staged.relative,
+                    "failed",
+                    f"load failed, file left in pending/ for the next run: {type(exc).__name__}: {exc}",
+                    details=staged.details(),
+                )
+                self._discard(staged)
+            raise
+        self.result.load_ids.extend(load_ids)
+        for staged in batch:
+            self._move(staged, "done")
+            message = f"loaded {staged.records_loaded:,} record(s), rejected {staged.records_rejected:,}"
+            if staged.drift:
+                message += f"; schema drift: {len(staged.drift)} undeclared field(s), see details.new_fields"
+            self._final(
+                staged.entry,
+                staged.payload_type,
+                staged.relative,
+                "completed",
+                message,
+                details={**staged.details(), "load_ids": load_ids},
+                staged=staged,
+            )
+            self.leases.release(staged.lease)
+            self._discard(staged)
+            self.progress(f"loaded {staged.payload_type.name}/{staged.relative}: {message}")
+
+    def abandon(self) -> None:
+        """After an unexpected error: whatever is staged stays in pending/ for the next run."""
+        for staged in self.batch:
+            if staged.entry is not None and not staged.entry.finished:
+                self._final(
+                    staged.entry,
+                    staged.payload_type,
+                    staged.relative,
+                    "failed",
+                    "run aborted before the load; file left in pending/",
+                )
+        self.batch = []
+
+
+def load_batch(pipeline: Any, batch: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> list[str]:
+    """The data load: every staged file's records and rejects, in one dlt load (Arrow -> CSV -> COPY)."""
+    info = pipeline.run(gcs_payloads_source(batch, run_id, loaded_at), loader_file_format="csv")
+    info.raise_on_failed_jobs()
+    return list(info.loads_ids)
+
+
+def register_files(pipeline: Any, batch: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> None:
+    """Marks the files' contents as loaded. Runs only after load_batch committed (see the module doc)."""
+    info = pipeline.run(gcs_registry_source(batch, run_id, loaded_at), loader_file_format="csv")
+    info.raise_on_failed_jobs()
+
+
+def move_file(bucket: Bucket, info: ObjectInfo, new_key: str) -> None:
+    """The last step of a file: pending/ -> done/ (or failed/). Its own function so tests can crash here."""
+    bucket.move(info, new_key)
+
+
+def registry_lookup(
+    warehouse_url: str, bronze_schema: str, payload_type: str, content_hash: str
+) -> tuple[str, str, Any] | None:
+    """(file_name, run_id, loaded_at) of the load that registered this content, if any."""
+    conn = connect(warehouse_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "select count(*) from information_schema.tables where table_schema = %s and table_name = %s",
+                (bronze_schema, FILES_TABLE),
+            )
+            if cur.fetchone()[0] == 0:
+                return None
+            cur.execute(
+                f"select file_name, run_id, loaded_at from {bronze_schema}.{FILES_TABLE} "
+                "where payload_type = %s and content_hash = %s",
+                (payload_type, content_hash),
+            )
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def load_gcs(
+    bucket_url: str,
+    warehouse_url: str,
+    *,
+    bronze_schema: str | None = None,
+    ops_schema: str | None = None,
+    payload_types: Sequence[str] | None = None,
+    config_dir: str | os.PathLike[str] | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    load_lock_timeout_seconds: float = 900.0,
+    max_batch_files: int = 200,
+    max_batch_bytes: int = 1 << 30,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> GcsLoadResult:
+    """Load every pending payload file of the bucket into bronze; returns what happened to each file.
+
+    Files that cannot be loaded go to failed/ (that is not an error of the run). Raises
+    `BucketUnreachableError` if the bucket cannot be listed (nothing is moved), a PayloadTypeError for a
+    bad configuration, and re-raises load errors (the files stay in pending/). The run and every file are
+    in the processing log either way.
+    """
+    from loaders.config import check_connection
+
+    say = progress or (lambda _message: None)
+    bronze_schema = bronze_schema or bronze_schema_from_env()
+    run_id = run_id or new_run_id()
+    os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
+    os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID", "true")
+    check_connection(warehouse_url, "warehouse")
+    log = ProcessingLog(warehouse_url, schema=ops_schema, component="gcs")
+    run_entry = log.start(run_id, layer="bronze", message="gcs payload load")
+    owned_work_dir = work_dir is None
+    base_dir = Path(tempfile.mkdtemp(prefix="gcs-load-")) if owned_work_dir else Path(work_dir)
+    run_dir = base_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run: _Run | None = None
+    started = time.monotonic()
+    try:
+        bucket = open_bucket(bucket_url)
+        bucket.check()
+        all_types = load_payload_types(config_dir)
+        selected = list(payload_types) if payload_types else list(all_types)
+        unknown = [name for name in selected if name not in all_types]
+        if unknown:
+            raise ValueError(f"unknown payload type(s) {unknown}; configured: {sorted(all_types)}")
+        types = {name: all_types[name] for name in selected}
+        run = _Run(
+            bucket,
+            warehouse_url,
+            types,
+            run_id=run_id,
+            bronze_schema=bronze_schema,
+            log=log,
+            work_dir=run_dir,
+            lease_seconds=lease_seconds,
+            load_lock_timeout_seconds=load_lock_timeout_seconds,
+            max_batch_files=max_batch_files,
+            max_batch_bytes=max_batch_bytes,
+            progress=say,
+        )
+        pending = run.pending()
+        strays = run.unknown_types(list(all_types)) if not payload_types else Counter()
+        say(f"{len(pending)} pending file(s) in {bucket.url}")
+        for payload_type, info, relative in pending:
+            run.process(payload_type, info, relative)
+        run.flush()
+    except BaseException as exc:
+        if run is not None:
+            run.abandon()
+            run.leases.close()
+        log.finish(
+            run_entry,
+            "failed",
+            message=f"{type(exc).__name__}: {exc}",
+            details=_run_details(run, bucket_url, time.monotonic() - started),
+            **_run_counts(run),
+        )
+        log.close()
+        _cleanup(run_dir, base_dir if owned_work_dir else None)
+        raise
+    run.leases.close()
+    result = run.result
+    details = _run_details(run, bucket_url, time.monotonic() - started)
+    if strays:
+        details["unknown_payload_type_folders"] = dict(strays)
+    log.finish(run_entry, "completed", message=result.summary(), details=details, **_run_counts(run))
+    log.close()
+    _cleanup(run_dir, base_dir if owned_work_dir else None)
+    return result
+
+
+def _run_counts(run: _Run | None) -> dict[str, int]:
+    if run is None:
+        return {"records_processed": 0, "records_loaded": 0, "records_invalid": 0}
+    loaded = run.result.records_loaded
+    rejected = run.result.records_rejected
+    return {"records_processed": loaded + rejected, "records_loaded": loaded, "records_invalid": rejected}
+
+
+def _run_details(run: _Run | None, bucket_url: str, seconds: float) -> dict[str, Any]:
+    details: dict[str, Any] = {"bucket": bucket_url, "seconds": round(seconds, 3)}
+    if run is not None:
+        details["files"] = {s: run.result.count(s) for s in ("completed", "skipped", "failed")}
+        details["payload_types"] = sorted(run.types)
+        details["load_ids"] = run.result.load_ids
+    return details
+
+
+def _cleanup(run_dir: Path, owned_base: Path | None) -> None:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if owned_base is not None:
+        shutil.rmtree(owned_base, ignore_errors=True)
+
+
+# -- operations ----------------------------------------------------------------------------------
+
+
+def requeue_failed(
+    bucket_url: str,
+    *,
+    payload_type: str | None = None,
+    file_name: str | None = None,
+    warehouse_url: str | None = None,
+    ops_schema: str | None = None,
+) -> list[str]:
+    """Move quarantined files from failed/ back to pending/ (all, one payload type, or one file);
+    returns the relative names moved (`<payload_type>/<file>`). With `warehouse_url`, each move is logged
+    (status `pending`). Fix the producer or the payload type's configuration first, then requeue, then
+    run the load again.
+    """
+    bucket = open_bucket(bucket_url)
+    bucket.check()
+    prefix = f"{LAYOUT_ROOT}/failed/" + (f"{payload_type}/" if payload_type else "")
+    moved = []
+    run_id = new_run_id()
+    log = ProcessingLog(warehouse_url, schema=ops_schema, component="gcs") if warehouse_url else None
+    try:
+        for info in bucket.list(prefix):
+            name = info.key[len(f"{LAYOUT_ROOT}/failed/") :]
+            kind, _, relative = name.partition("/")
+            if file_name is not None and relative != file_name and name != file_name:
+                continue
+            bucket.move(info, layout_key("pending", kind, relative))
+            moved.append(name)
+            if log is not None:
+                log.write(
+                    run_id,
+                    layer="bronze",
+                    status="pending",
+                    payload_type=kind,
+                    file_name=relative,
+                    message="requeued: moved from failed/ back to pending/",
+                )
+    finally:
+        if log is not None:
+            log.close()
+    return moved

@@ -1,0 +1,54 @@
+-- Order history per customer with at least one non-cancelled order (cancelled orders excluded).
+-- Orders and dates come from the order headers (an order counts even before its lines land);
+-- revenue = sum of line totals (quantity * unit_price - discount + tax, shipping excluded),
+-- consistent with fact_orders.
+with
+
+orders as (
+
+    select * from {{ ref('stg_operational__orders') }}
+
+),
+
+order_lines as (
+
+    select * from {{ ref('int_order_lines_joined') }}
+
+),
+
+valid_orders as (
+
+    select * from orders
+    where order_status != 'cancelled'
+
+),
+
+order_totals as (
+
+    select
+        order_id,
+        sum(total_amount) as order_revenue,
+        sum(quantity) as order_units
+    from order_lines
+    group by order_id
+
+),
+
+aggregated as (
+
+    select
+        valid_orders.customer_id,
+        count(*) as total_orders,
+        coalesce(sum(order_totals.order_revenue), 0) as total_revenue,
+        coalesce(sum(order_totals.order_units), 0) as total_units,
+        min(valid_orders.order_date) as first_order_date,
+        max(valid_orders.order_date) as last_order_date
+
+    from valid_orders
+    left join order_totals
+        on valid_orders.order_id = order_totals.order_id
+    group by valid_orders.customer_id
+
+)
+
+select * from aggregated
