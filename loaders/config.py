@@ -24,11 +24,24 @@ class ConnectionConfigError(RuntimeError):
 
 @dataclass(frozen=True)
 class Settings:
-    warehouse_url: str
-    operational_url: str
+    configured_warehouse_url: str
+    configured_operational_url: str
     embedded: EmbeddedPostgres | None
     state_dir: Path
     bronze_operational_schema: str
+
+    @property
+    def warehouse_url(self) -> str:
+        # read on use: the embedded server's password exists only once it has been initialised
+        return self.configured_warehouse_url or self._embedded().url("warehouse")
+
+    @property
+    def operational_url(self) -> str:
+        return self.configured_operational_url or self._embedded().url("operational")
+
+    def _embedded(self) -> EmbeddedPostgres:
+        assert self.embedded is not None, "no URL configured and no embedded server"
+        return self.embedded
 
     @property
     def dlt_pipelines_dir(self) -> Path:
@@ -53,11 +66,9 @@ def load_settings() -> Settings:
     if not (warehouse_url and operational_url):
         port = int(os.environ.get("WAREHOUSE_PG_PORT", DEFAULT_PORT))
         embedded = EmbeddedPostgres(state_dir / "postgres", port=port)
-        warehouse_url = warehouse_url or embedded.url("warehouse")
-        operational_url = operational_url or embedded.url("operational")
     return Settings(
-        warehouse_url=warehouse_url,
-        operational_url=operational_url,
+        configured_warehouse_url=warehouse_url,
+        configured_operational_url=operational_url,
         embedded=embedded,
         state_dir=state_dir,
         bronze_operational_schema=os.environ.get("BRONZE_OPERATIONAL_SCHEMA", "bronze_operational"),
