@@ -124,6 +124,12 @@ def cmd_transform(settings: Settings, dbt_args: Sequence[str]) -> None:
         run_dbt(settings, ["build", *dbt_args])
 
 
+def cmd_freshness(settings: Settings) -> None:
+    check_connection(settings.warehouse_url, "warehouse")
+    with step("dbt source freshness (on each bronze table's _loaded_at)"):
+        run_dbt(settings, ["source", "freshness"])
+
+
 def cmd_docs(settings: Settings, serve: bool, port: int) -> None:
     with step("dbt docs generate (site in target/, single file target/static_index.html)"):
         run_dbt(settings, ["docs", "generate", "--static"])
@@ -250,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transform = sub.add_parser("transform", help="dbt build; extra arguments go to dbt")
     transform.add_argument("dbt_args", nargs=argparse.REMAINDER)
+    sub.add_parser("freshness", help="dbt source freshness: is bronze up to date?")
     docs = sub.add_parser("docs", help="generate (and optionally serve) the dbt docs site")
     docs.add_argument("--serve", action="store_true")
     docs.add_argument("--port", type=int, default=8080)
@@ -274,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "advance": lambda: cmd_advance(settings, args.days),
         "load": lambda: cmd_load(settings, args.sources, args.full_refresh),
         "transform": lambda: cmd_transform(settings, [a for a in args.dbt_args if a != "--"]),
+        "freshness": lambda: cmd_freshness(settings),
         "docs": lambda: cmd_docs(settings, args.serve, args.port),
         "run": lambda: (cmd_load(settings, ["operational"]), cmd_transform(settings, [])),
         "demo": lambda: cmd_demo(settings, args),

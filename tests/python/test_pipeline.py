@@ -62,6 +62,11 @@ def test_gold_marts_hold_data(daily_warehouse):
         assert count > 0, f"gold {table} is empty"
 
 
+def test_bronze_is_fresh(daily_warehouse):
+    result = run_cli(daily_warehouse["env"], "freshness")
+    assert "PASS freshness of operational.orders" in result.stdout
+
+
 def test_customer_360_matches_a_hand_query_over_the_operational_database(daily_warehouse):
     urls = daily_warehouse["urls"]
     expected = {
