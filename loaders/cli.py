@@ -99,7 +99,9 @@ def cmd_advance(settings: Settings, days: int) -> None:
             say(f"    {summary}")
 
 
-def cmd_load(settings: Settings, sources: Sequence[str], full_refresh: bool = False) -> None:
+def cmd_load(
+    settings: Settings, sources: Sequence[str], full_refresh: bool = False, reconcile_deletes: bool = True
+) -> None:
     from loaders.operational.pipeline import load_operational
 
     for source in sources:
@@ -114,6 +116,7 @@ def cmd_load(settings: Settings, sources: Sequence[str], full_refresh: bool = Fa
                 bronze_schema=settings.bronze_operational_schema,
                 pipelines_dir=str(settings.dlt_pipelines_dir),
                 full_refresh=full_refresh,
+                reconcile_deletes=reconcile_deletes,
             )
             say(f"    load packages: {', '.join(info.loads_ids) or 'none'}")
 
@@ -279,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "generate": lambda: cmd_generate(settings, args),
         "advance": lambda: cmd_advance(settings, args.days),
-        "load": lambda: cmd_load(settings, args.sources, args.full_refresh),
+        "load": lambda: cmd_load(
+            settings, args.sources, args.full_refresh, not args.skip_delete_reconciliation
+        ),
         "transform": lambda: cmd_transform(settings, [a for a in args.dbt_args if a != "--"]),
         "freshness": lambda: cmd_freshness(settings),
         "docs": lambda: cmd_docs(settings, args.serve, args.port),

@@ -160,6 +160,7 @@ def load_operational(
     pipelines_dir: str | None = None,
     lag_seconds: float = DEFAULT_LAG_SECONDS,
     full_refresh: bool = False,
+    reconcile_deletes: bool = True,
     progress: str = "log",
 ) -> Any:
     """Run the pipeline once; returns dlt's LoadInfo. Raises on any failed job (nothing half-applied)."""
@@ -179,6 +180,7 @@ def load_operational(
         warehouse_credentials=warehouse_url,
         bronze_schema=bronze_schema,
         lag_seconds=lag_seconds,
+        reconcile_deletes=reconcile_deletes,
     )
     info = pipeline.run(
         source,
