@@ -257,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--full-refresh", action="store_true", help="drop the source's bronze tables and reload"
     )
+    load.add_argument(
+        "--skip-delete-reconciliation",
+        action="store_true",
+        help="do not compare primary keys for hard deletes this run (cheaper on very large tables)",
+    )
     transform = sub.add_parser("transform", help="dbt build; extra arguments go to dbt")
     transform.add_argument("dbt_args", nargs=argparse.REMAINDER)
     sub.add_parser("freshness", help="dbt source freshness: is bronze up to date?")
