@@ -99,32 +99,92 @@ def cmd_advance(settings: Settings, days: int) -> None:
             say(f"    {summary}")
 
 
+SOURCES = ("operational", "gcs")
+
+
 def cmd_load(
     settings: Settings, sources: Sequence[str], full_refresh: bool = False, reconcile_deletes: bool = True
 ) -> None:
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise SystemExit(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
+    check_connection(settings.warehouse_url, "warehouse")
+    if "operational" in sources:
+        _load_operational(settings, full_refresh, reconcile_deletes)
+    if "gcs" in sources:
+        _load_gcs(settings)
+
+
+def _load_operational(settings: Settings, full_refresh: bool, reconcile_deletes: bool) -> None:
     from loaders.operational.pipeline import load_operational
 
-    for source in sources:
-        if source != "operational":
-            raise SystemExit(f"unknown source {source!r}; known: operational")
-        check_connection(settings.operational_url, "operational")
-        check_connection(settings.warehouse_url, "warehouse")
-        with step(f"Loading operational -> {settings.bronze_operational_schema} (dlt, Arrow + COPY)"):
-            info = load_operational(
-                settings.operational_url,
-                settings.warehouse_url,
-                bronze_schema=settings.bronze_operational_schema,
-                pipelines_dir=str(settings.dlt_pipelines_dir),
-                full_refresh=full_refresh,
-                reconcile_deletes=reconcile_deletes,
-            )
-            say(f"    load packages: {', '.join(info.loads_ids) or 'none'}")
+    check_connection(settings.operational_url, "operational")
+    with step(f"Loading operational -> {settings.bronze_operational_schema} (dlt, Arrow + COPY)"):
+        info = load_operational(
+            settings.operational_url,
+            settings.warehouse_url,
+            bronze_schema=settings.bronze_operational_schema,
+            pipelines_dir=str(settings.dlt_pipelines_dir),
+            full_refresh=full_refresh,
+            reconcile_deletes=reconcile_deletes,
+        )
+        say(f"    load packages: {', '.join(info.loads_ids) or 'none'}")
+
+
+def _load_gcs(settings: Settings) -> None:
+    from loaders.gcs import bucket_url_from_env, load_gcs
+
+    bucket_url = bucket_url_from_env(settings.state_dir)
+    with step(f"Loading payload files {bucket_url} -> bronze_gcs (dlt, Arrow + COPY)"):
+        result = load_gcs(
+            bucket_url,
+            settings.warehouse_url,
+            work_dir=settings.state_dir / "gcs",
+            progress=lambda message: say(f"    {message}"),
+        )
+        say(f"    {result.summary()}")
+
+
+def cmd_gcs_samples(settings: Settings, seed: int, as_of: dt.date | None) -> None:
+    from loaders.gcs import bucket_url_from_env, write_sample_files
+
+    bucket_url = bucket_url_from_env(settings.state_dir)
+    with step(f"Dropping sample payload files into {bucket_url}"):
+        written = write_sample_files(bucket_url, settings.operational_url, seed=seed, as_of=as_of)
+        say(f"    {len(written)} files in pending/")
+
+
+def cmd_gcs_requeue(settings: Settings, payload_type: str | None, file_name: str | None) -> None:
+    from loaders.gcs import bucket_url_from_env, requeue_failed
+
+    moved = requeue_failed(
+        bucket_url_from_env(settings.state_dir),
+        payload_type=payload_type,
+        file_name=file_name,
+        warehouse_url=settings.warehouse_url,
+    )
+    say(f"moved back to pending/: {len(moved)} file(s)")
+    for name in moved:
+        say(f"    {name}")
 
 
 def cmd_transform(settings: Settings, dbt_args: Sequence[str]) -> None:
     check_connection(settings.warehouse_url, "warehouse")
     with step("dbt build (seeds, models, snapshots, tests in DAG order)"):
-        run_dbt(settings, ["build", *dbt_args])
+        try:
+            run_dbt(settings, ["build", *dbt_args])
+        finally:
+            _log_dbt_results(settings)
+
+
+def _log_dbt_results(settings: Settings) -> None:
+    """Every node of the build goes to the processing log, so one table tells what a file fed and how it went."""
+    from loaders.processing_log import new_run_id, record_dbt_results
+
+    run_results = settings.dbt_target_dir / "run_results.json"
+    if run_results.exists():
+        written = record_dbt_results(settings.warehouse_url, run_results, new_run_id())
+        say(f"    processing log: {written} dbt results recorded")
 
 
 def cmd_freshness(settings: Settings) -> None:
@@ -148,7 +208,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
         cmd_generate(settings, args)
     else:
         say("\nThe operational database already holds data: reusing it (use --fresh to regenerate).")
-    cmd_load(settings, ["operational"])
+    as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
+    cmd_gcs_samples(settings, args.seed, as_of)
+    cmd_load(settings, SOURCES)
     cmd_transform(settings, [])
     cmd_docs(settings, serve=False, port=args.port)
     _print_summary(settings, time.monotonic() - started)
@@ -163,6 +225,7 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     env.update({k: v for k, v in dbt_env(settings.warehouse_url).items() if k not in os.environ})
     env.setdefault("DBT_TARGET", "prod")
     env.setdefault("BRONZE_OPERATIONAL_SCHEMA", settings.bronze_operational_schema)
+    env.setdefault("BRONZE_GCS_SCHEMA", "bronze_gcs")
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     if not settings.is_default_state:
         # a separate state folder (tests, parallel runs) gets its own dbt artifacts and logs too
@@ -253,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     advance = sub.add_parser("advance", help="advance the simulated operational world by N days")
     advance.add_argument("--days", type=int, default=1)
     load = sub.add_parser("load", help="load sources into bronze with dlt")
-    load.add_argument("sources", nargs="*", default=["operational"])
+    load.add_argument(
+        "sources", nargs="*", default=list(SOURCES), help=f"default: all ({', '.join(SOURCES)})"
+    )
     load.add_argument(
         "--full-refresh", action="store_true", help="drop the source's bronze tables and reload"
     )
@@ -265,6 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
     transform = sub.add_parser("transform", help="dbt build; extra arguments go to dbt")
     transform.add_argument("dbt_args", nargs=argparse.REMAINDER)
     sub.add_parser("freshness", help="dbt source freshness: is bronze up to date?")
+    gcs = sub.add_parser("gcs", help="payload bucket chores").add_subparsers(
+        dest="gcs_command", required=True
+    )
+    requeue = gcs.add_parser("requeue", help="move quarantined files from failed/ back to pending/")
+    requeue.add_argument("--type", dest="payload_type", help="only this payload type")
+    requeue.add_argument("--file", dest="file_name", help="only this file (path relative to its type folder)")
+    samples = gcs.add_parser("samples", help="drop the demo's sample payload files into pending/")
+    samples.add_argument("--seed", type=int, default=42)
+    samples.add_argument(
+        "--as-of", help="simulated today, YYYY-MM-DD (default: the operational world's date)"
+    )
     docs = sub.add_parser("docs", help="generate (and optionally serve) the dbt docs site")
     docs.add_argument("--serve", action="store_true")
     docs.add_argument("--port", type=int, default=8080)
@@ -274,6 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fresh", action="store_true", help="regenerate the operational database")
     demo.add_argument("--port", type=int, default=8080)
     return parser
+
+
+def _loader_errors() -> tuple[type[Exception], ...]:
+    """Errors the loaders raise with a message meant for a person (no traceback needed)."""
+    from loaders.gcs.bucket import BucketError
+    from loaders.gcs.payload_types import PayloadTypeError
+    from loaders.processing_log import ProcessingLogError
+
+    return (BucketError, PayloadTypeError, ProcessingLogError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -292,13 +377,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "transform": lambda: cmd_transform(settings, [a for a in args.dbt_args if a != "--"]),
         "freshness": lambda: cmd_freshness(settings),
+        "gcs": lambda: (
+            cmd_gcs_requeue(settings, args.payload_type, args.file_name)
+            if args.gcs_command == "requeue"
+            else cmd_gcs_samples(
+                settings, args.seed, dt.date.fromisoformat(args.as_of) if args.as_of else None
+            )
+        ),
         "docs": lambda: cmd_docs(settings, args.serve, args.port),
-        "run": lambda: (cmd_load(settings, ["operational"]), cmd_transform(settings, [])),
+        "run": lambda: (cmd_load(settings, SOURCES), cmd_transform(settings, [])),
         "demo": lambda: cmd_demo(settings, args),
     }
     try:
         commands[args.command]()
-    except (ConnectionConfigError, EmbeddedPostgresError, StepFailed) as exc:
+    except (ConnectionConfigError, EmbeddedPostgresError, StepFailed, *_loader_errors()) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -28,6 +28,8 @@ import pyarrow as pa
 from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.sources.sql_database import sql_database
 
+from loaders.processing_log import ProcessingLog, new_run_id
+
 TABLES: tuple[str, ...] = (
     "suppliers",
     "customers",
@@ -182,10 +184,35 @@ def load_operational(
         lag_seconds=lag_seconds,
         reconcile_deletes=reconcile_deletes,
     )
-    info = pipeline.run(
-        source,
-        loader_file_format="csv",
-        refresh="drop_sources" if full_refresh else None,
+    log = ProcessingLog(warehouse_url, component="operational")
+    entry = log.start(
+        new_run_id(), layer="bronze", payload_type="operational", details={"schema": bronze_schema}
     )
-    info.raise_on_failed_jobs()
+    try:
+        info = pipeline.run(
+            source,
+            loader_file_format="csv",
+            refresh="drop_sources" if full_refresh else None,
+        )
+        info.raise_on_failed_jobs()
+    except Exception as exc:
+        log.finish(entry, "failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+        log.close()
+        raise
+    row_counts = {
+        table: count
+        for table, count in pipeline.last_trace.last_normalize_info.row_counts.items()
+        if not table.startswith("_dlt")
+    }
+    rows = sum(row_counts.values())
+    log.finish(
+        entry,
+        "completed",
+        message=f"{rows:,} row version(s) merged into {bronze_schema}",
+        details={"row_counts": row_counts, "load_ids": list(info.loads_ids), "full_refresh": full_refresh},
+        records_processed=rows,
+        records_loaded=rows,
+        records_invalid=0,
+    )
+    log.close()
     return info

@@ -62,6 +62,17 @@ def test_load_lands_every_table_and_rerun_changes_nothing(fresh_databases, tmp_p
     )
     assert dupes == [(0,)]
 
+    # each run is in the processing log, with what it merged per table
+    runs = query(
+        fresh_databases["warehouse"],
+        "select status, records_processed, records_invalid, details from ops.processing_log "
+        "where component = 'operational' order by started_at",
+    )
+    assert [r[0] for r in runs] == ["completed", "completed"]
+    ((source_lines,),) = query(fresh_databases["operational"], "select count(*) from order_items")
+    assert runs[0][3]["row_counts"]["order_items"] == source_lines
+    assert runs[0][1] == sum(runs[0][3]["row_counts"].values()) and runs[0][2] == 0
+
 
 def test_bulk_path_is_used_not_row_inserts(fresh_databases, tmp_path):
     generator.generate(fresh_databases["operational"], scale=SMALL, seed=7, as_of=AS_OF)

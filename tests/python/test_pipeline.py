@@ -44,12 +44,13 @@ def daily_warehouse(embedded_pg, tmp_path_factory):
     urls = make_databases(embedded_pg, "e2e_daily")
     generator.generate(urls["operational"], scale=SCALE, seed=3, as_of=AS_OF)
     env = cli_env(urls, tmp_path_factory.mktemp("state"), DBT_TARGET="ci", DBT_SCHEMA_PREFIX="daily")
-    run_cli(env, "load", "operational")
+    run_cli(env, "gcs", "samples", "--as-of", AS_OF.isoformat())
+    run_cli(env, "load")  # every source, as the daily job does
     run_cli(env, "transform", "--", "--vars", dbt_vars(AS_OF))
     days = []
     for _ in range(3):
         days.extend(generator.advance_day(urls["operational"], days=1))
-        run_cli(env, "load", "operational")
+        run_cli(env, "load")
         world = generator.world_date(urls["operational"])
         run_cli(env, "transform", "--", "--vars", dbt_vars(world, fact_orders_lookback_hours=0))
     return {"urls": urls, "env": env, "days": days}
@@ -60,6 +61,18 @@ def test_gold_marts_hold_data(daily_warehouse):
     for table in GOLD_TABLES:
         ((count,),) = query(url, f"select count(*) from daily_gold.{table}")
         assert count > 0, f"gold {table} is empty"
+
+
+def test_dbt_results_reach_the_processing_log(daily_warehouse):
+    url = daily_warehouse["urls"]["warehouse"]
+    rows = query(
+        url,
+        "select layer, status from ops.processing_log where component = 'dbt' "
+        "and details ->> 'unique_id' = 'model.pharma_warehouse.fact_orders' "
+        "and details ->> 'relation' like %s",
+        ("%daily_gold%",),
+    )
+    assert rows == [("gold", "completed")] * 4, "one row per build of the daily warehouse (initial + 3 days)"
 
 
 def test_bronze_is_fresh(daily_warehouse):
