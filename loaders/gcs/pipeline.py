@@ -82,8 +82,14 @@ def bronze_schema_from_env() -> str:
 
 
 def bucket_url_from_env(state_dir: Path | str) -> str:
-    """GCS_BUCKET_URL, else the embedded demo's local bucket folder `<state_dir>/bucket`."""
-    return os.environ.get(BUCKET_URL_ENV, "").strip() or str(Path(state_dir) / "bucket")
+    """GCS_BUCKET_URL, else the embedded demo's local bucket folder `<state_dir>/bucket` (created if
+    missing: a configured folder that does not exist is an error, the demo's default is not)."""
+    configured = os.environ.get(BUCKET_URL_ENV, "").strip()
+    if configured:
+        return configured
+    folder = Path(state_dir) / "bucket"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
 
 
 def layout_key(area: str, payload_type: str, relative: str = "") -> str:

@@ -7,6 +7,8 @@ values. The splitter finds record boundaries by skipping everything between brac
 regular expression (strings included, so brackets and commas inside strings are ignored), which runs at C
 speed: a flat record costs a handful of regex calls in Python. Every record is then parsed and validated by
 orjson, so the splitter itself never has to judge JSON syntax, only where a top-level value ends.
+Measured on a 50 MiB JSON array (129k records): ijson (yajl2_c) 1.4 s, parsed values only; this splitter +
+orjson 2.3 s with raw bytes and sha256; orjson on the whole file 0.8 s, but holding it all in memory.
 
 The format is recognised from the content, never from the file name: `[` starts an array of records,
 anything else is a sequence of JSON values (one object = a single record, NDJSON = one per line). A UTF-8
@@ -90,7 +92,7 @@ def iter_records(
     """
     digest = digest if digest is not None else FileDigest()
     hashing = _HashingReader(stream)
-    buffered = io.BufferedReader(hashing, buffer_size=chunk_bytes)
+    buffered = io.BufferedReader(hashing, buffer_size=max(chunk_bytes, 1 << 16))
     content: IO[bytes] = buffered
     if buffered.peek(2)[:2] == GZIP_MAGIC:
         digest.compressed = True
@@ -165,12 +167,14 @@ class _Splitter:
             if not self._fill():
                 return False
 
-    def _need_more(self, start: int, upto: int, what: str) -> None:
-        if upto - start > self.max_record:
+    def _need_more(self, start: int, what: str) -> None:
+        """Read more of a record that is not complete in the buffer yet (doubling: linear time)."""
+        pending = len(self.buf) - start
+        if pending > self.max_record:
             raise MalformedFile(
                 f"record at byte {self.base + start} is larger than the {self.max_record:,}-byte limit"
             )
-        if not self._fill(at_least=upto - start):
+        if not self._fill(at_least=pending):
             raise MalformedFile(f"unexpected end of file inside {what} starting at byte {self.base + start}")
 
     # values ---------------------------------------------------------------------------------------
@@ -181,7 +185,7 @@ class _Splitter:
         while True:
             i = _SKIP_TO_BRACKET.match(self.buf, i).end()
             if i >= len(self.buf) or self.buf[i] == 0x22:  # end of buffer, or a string not yet complete
-                self._need_more(start, i, "a record")
+                self._need_more(start, "a record")
                 continue
             depth += 1 if self.buf[i] in _OPEN else -1
             i += 1
@@ -193,14 +197,14 @@ class _Splitter:
             end = pattern.match(self.buf, start).end()
             if end < len(self.buf) or self.eof:
                 return end
-            self._need_more(start, end, "a value")
+            self._need_more(start, "a value")
 
     def _string_end(self, start: int) -> int:
         while True:
             match = _STRING.match(self.buf, start)
             if match is not None:
                 return match.end()
-            self._need_more(start, len(self.buf), "a string")
+            self._need_more(start, "a string")
 
     def _value_end(self, in_array: bool) -> int:
         first = self.buf[self.pos]

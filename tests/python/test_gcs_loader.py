@@ -145,8 +145,13 @@ def test_every_format_lands_with_raw_json_and_lineage(backend, request):
         "pending": [],
         "done": sorted(
             f"{CI}/{n}"
-            for n in ("2026/06/30/array.json", "2026/06/30/single.json", "lines.ndjson", "lines.ndjson.gz")
-            + ("array.json.gz",)
+            for n in (
+                "2026/06/30/array.json",
+                "2026/06/30/single.json",
+                "lines.ndjson",
+                "lines.ndjson.gz",
+                "array.json.gz",
+            )
         ),
         "failed": [],
     }
@@ -215,7 +220,12 @@ def test_three_payload_types_including_deep_nesting(gcs):
         "issued_at": "2026-06-30T08:00:00-03:00",
         "supplier": {"cnpj": "11444777000161", "name": "Laboratório Ñandú", "address": {"uf": "SP"}},
         "items": [
-            {"sku": "MED-0001", "quantity": 24, "unit_price": 10.5, "batch": {"lot": "L1", "expires_on": "2028-01-31"}},
+            {
+                "sku": "MED-0001",
+                "quantity": 24,
+                "unit_price": 10.5,
+                "batch": {"lot": "L1", "expires_on": "2028-01-31"},
+            },
             {"sku": "MED-0002", "quantity": 12, "unit_price": 3.25},
         ],
         "taxes": {"icms": {"base": 291.0, "rate": 0.18, "amount": 52.38}},
@@ -229,7 +239,13 @@ def test_three_payload_types_including_deep_nesting(gcs):
         "select supplier_cnpj, supplier_name, supplier_uf, total_amount, icms_amount, items, taxes "
         "from bronze_gcs.supplier_invoices"
     )
-    assert (cnpj, name, uf, str(total), str(icms)) == ("11444777000161", "Laboratório Ñandú", "SP", "295.37", "52.38")
+    assert (cnpj, name, uf, str(total), str(icms)) == (
+        "11444777000161",
+        "Laboratório Ñandú",
+        "SP",
+        "295.37",
+        "52.38",
+    )
     assert items[0]["batch"]["lot"] == "L1" and len(items) == 2  # json column, queryable
     assert taxes["icms"]["rate"] == 0.18
 
@@ -238,7 +254,9 @@ def test_three_payload_types_including_deep_nesting(gcs):
 
 
 def test_malformed_json_goes_to_failed_whole_and_can_be_requeued(gcs):
-    broken = b'[{"interaction_id": "INT-1"}, ' + json.dumps(interaction(2)).encode() + b', {"interaction_id": '
+    broken = (
+        b'[{"interaction_id": "INT-1"}, ' + json.dumps(interaction(2)).encode() + b', {"interaction_id": '
+    )
     gcs.put(CI, "broken.json", broken)
     gcs.put(CI, "good.json", [interaction(3)])
     result = gcs.run()
@@ -253,7 +271,9 @@ def test_malformed_json_goes_to_failed_whole_and_can_be_requeued(gcs):
     assert gcs.run_row(result.run_id)["status"] == "completed"  # a quarantined file is not a failed run
 
     # the producer fixes the file; an operator requeues it; the next run loads it
-    assert requeue_failed(gcs.bucket_url, payload_type=CI, warehouse_url=gcs.warehouse_url) == [f"{CI}/broken.json"]
+    assert requeue_failed(gcs.bucket_url, payload_type=CI, warehouse_url=gcs.warehouse_url) == [
+        f"{CI}/broken.json"
+    ]
     assert gcs.layout()["pending"] == [f"{CI}/broken.json"]
     gcs.put(CI, "broken.json", [interaction(1), interaction(2)])
     second = gcs.run()
@@ -279,7 +299,10 @@ def test_empty_file_empty_array_and_empty_object(gcs):
     assert files["empty-array.json"]["status"] == "completed"
     assert files["empty-array.json"]["records_processed"] == 0
     assert files["empty-object.json"]["status"] == "completed"
-    assert (files["empty-object.json"]["records_processed"], files["empty-object.json"]["records_invalid"]) == (1, 1)
+    assert (
+        files["empty-object.json"]["records_processed"],
+        files["empty-object.json"]["records_invalid"],
+    ) == (1, 1)
     assert gcs.count(CI) == 0
     assert gcs.rows("select reason, _raw_json from bronze_gcs.rejects") == [
         ("missing required field 'interaction_id'", "{}")
@@ -341,8 +364,13 @@ def test_schema_drift_is_recorded_not_fatal_unless_the_contract_says_so(gcs, tmp
     files = gcs.file_rows(result.run_id)
     assert files["drift.json"]["details"]["new_fields"] == {"metadata": 1, "sentiment": 1}
     assert "schema drift" in files["drift.json"]["message"]
-    assert files["nfe.json"]["details"]["new_fields"] == {"supplier.address.geo": 1, "items[].batch.serial": 1}
-    raw = gcs.rows("select _raw_json from bronze_gcs.customer_interactions where interaction_id = 'INT-00001'")
+    assert files["nfe.json"]["details"]["new_fields"] == {
+        "supplier.address.geo": 1,
+        "items[].batch.serial": 1,
+    }
+    raw = gcs.rows(
+        "select _raw_json from bronze_gcs.customer_interactions where interaction_id = 'INT-00001'"
+    )
     assert json.loads(raw[0][0])["metadata"]["csat"]["score"] == 5  # nothing lost: raw JSON keeps it
 
     # a payload type whose contract forbids drift: the file is quarantined whole (a new type, no Python)
@@ -398,9 +426,13 @@ def test_accents_emoji_bom_and_nul(gcs):
         ("atendente São José 😀",),
         (None,),
     ]
-    raw = gcs.rows("select _raw_json from bronze_gcs.customer_interactions where interaction_id = 'INT-00001'")
+    raw = gcs.rows(
+        "select _raw_json from bronze_gcs.customer_interactions where interaction_id = 'INT-00001'"
+    )
     assert "Remédio não chegou — urgente" in raw[0][0] and "😀" in raw[0][0]
-    raw3 = gcs.rows("select _raw_json from bronze_gcs.customer_interactions where interaction_id = 'INT-00003'")
+    raw3 = gcs.rows(
+        "select _raw_json from bronze_gcs.customer_interactions where interaction_id = 'INT-00003'"
+    )
     assert "\\u0000" in raw3[0][0]  # verbatim: the escape, as in the file
     (reason,) = gcs.rows("select reason from bronze_gcs.rejects")[0]
     assert reason.startswith("field 'agent_id': contains a NUL character")
@@ -603,7 +635,10 @@ def test_live_lease_is_respected_and_expired_lease_is_taken_over(gcs):
         gcs.bucket.create_exclusive(layout_key("_leases", CI, name + ".lease"), json.dumps(lease).encode())
     result = gcs.run()
     files = gcs.file_rows(result.run_id)
-    assert files["busy.json"]["status"] == "skipped" and "leased by run other-busy.json" in files["busy.json"]["message"]
+    assert (
+        files["busy.json"]["status"] == "skipped"
+        and "leased by run other-busy.json" in files["busy.json"]["message"]
+    )
     assert files["stale.json"]["status"] == "completed"
     assert gcs.layout()["pending"] == [f"{CI}/busy.json"]
 
