@@ -7,7 +7,8 @@ Why it is built this way:
   days on every run, so rows that arrive late with an older updated_at (replica lag, clock skew) are still
   caught; re-reading is harmless because the merge is idempotent.
 - dlt stores the incremental cursor in the destination together with the data of the same load, so a
-  run killed at any point either committed both or neither; the next run finishes pending packages first.
+  run killed at any point either committed both or neither; the next run finishes the packages it left
+  first (explicitly: dlt's run() would load only those and skip this run's extraction), then extracts.
 - **Hard deletes** cannot be seen by an updated_at cursor. Each run reconciles primary keys: the ids that
   are in bronze but no longer at the source are written to `source_deletions` (replaced whole every run,
   so it is always the complete, current list). Staging models anti-join it; bronze keeps the last version.
@@ -189,6 +190,11 @@ def load_operational(
         new_run_id(), layer="bronze", payload_type="operational", details={"schema": bronze_schema}
     )
     try:
+        if pipeline.has_pending_data:
+            # a killed run left packages behind: finish them first, because run() would load only those
+            # and skip extracting this run's data
+            pipeline.normalize()
+            pipeline.load().raise_on_failed_jobs()
         info = pipeline.run(
             source,
             loader_file_format="csv",
@@ -199,9 +205,10 @@ def load_operational(
         log.finish(entry, "failed", message=f"{type(exc).__name__}: {exc}"[:2000])
         log.close()
         raise
+    normalize_info = pipeline.last_trace.last_normalize_info
     row_counts = {
         table: count
-        for table, count in pipeline.last_trace.last_normalize_info.row_counts.items()
+        for table, count in (normalize_info.row_counts if normalize_info else {}).items()
         if not table.startswith("_dlt")
     }
     rows = sum(row_counts.values())

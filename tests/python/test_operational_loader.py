@@ -164,15 +164,14 @@ def test_killed_mid_load_then_rerun_equals_uninterrupted(
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the loader finished before it could be killed"
 
-    run_cli(env, "load", "operational")
-    run_cli(env, "load", "operational")
+    run_cli(env, "load", "operational")  # one re-run is enough: it finishes the crashed run, then loads
     reference = uninterrupted_load["urls"]["warehouse"]
     assert _bronze_fingerprints(crashed["warehouse"]) == _bronze_fingerprints(reference)
     for table, (source, bronze) in bronze_matches_source(crashed).items():
         assert source == bronze, f"bronze {table} differs from the source after a crash and re-run"
 
 
-def test_bad_connection_url_gives_a_clear_error_without_the_password(tmp_path: Path):
+def test_bad_connection_url_gives_a_clear_error_without_the_password(embedded_pg, tmp_path: Path):
     env = cli_env(
         {
             "warehouse": "postgresql://loader:s3cr3t-pw@127.0.0.1:1/warehouse",
@@ -182,15 +181,23 @@ def test_bad_connection_url_gives_a_clear_error_without_the_password(tmp_path: P
     )
     result = run_cli(env, "load", "operational", check=False)
     assert result.returncode == 2
-    assert (
-        "cannot connect to the operational database at postgresql://loader:****@127.0.0.1:1/operational"
-        in (result.stderr)
+    assert "cannot connect to the warehouse database at postgresql://loader:****@127.0.0.1:1/warehouse" in (
+        result.stderr
     )
     assert "s3cr3t-pw" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
+    # a reachable warehouse and an unreachable source: the message names the source
+    env["WAREHOUSE_URL"] = embedded_pg.url("warehouse")
+    result = run_cli(env, "load", "operational", check=False)
+    assert result.returncode == 2
+    expected = (
+        "cannot connect to the operational database at postgresql://loader:****@127.0.0.1:1/operational"
+    )
+    assert expected in result.stderr
+    assert "s3cr3t-pw" not in result.stdout + result.stderr
+
     env["WAREHOUSE_URL"] = "mysql://somewhere/warehouse"
-    env["OPERATIONAL_URL"] = "postgresql://loader:s3cr3t-pw@127.0.0.1:1/operational"
     result = run_cli(env, "transform", check=False)
     assert result.returncode == 2
     assert "the warehouse URL must look like postgresql://" in result.stderr
