@@ -99,7 +99,8 @@ def cmd_advance(settings: Settings, days: int) -> None:
             say(f"    {summary}")
 
 
-SOURCES = ("operational", "gcs")
+SOURCES = ("operational", "gcs", "facebook")
+FACEBOOK_TOKEN_ENV = "SOURCES__FACEBOOK_ADS__ACCESS_TOKEN"
 
 
 def cmd_load(
@@ -113,6 +114,8 @@ def cmd_load(
         _load_operational(settings, full_refresh, reconcile_deletes)
     if "gcs" in sources:
         _load_gcs(settings)
+    if "facebook" in sources:
+        _load_facebook(settings, full_refresh)
 
 
 def _load_operational(settings: Settings, full_refresh: bool, reconcile_deletes: bool) -> None:
@@ -143,6 +146,36 @@ def _load_gcs(settings: Settings) -> None:
             progress=lambda message: say(f"    {message}"),
         )
         say(f"    {result.summary()}")
+
+
+def _load_facebook(settings: Settings, full_refresh: bool) -> None:
+    """The real Graph API when a token is configured; on the embedded demo world, the local Graph API double
+    (loaders/facebook/graph_double.py) serves campaigns consistent with the generated pharmacies."""
+    from loaders.facebook.pipeline import bronze_schema_from_env, load_facebook
+
+    common = {
+        "pipelines_dir": str(settings.dlt_pipelines_dir),
+        "bronze_schema": bronze_schema_from_env(),
+        "full_refresh": full_refresh,
+    }
+    if os.environ.get(FACEBOOK_TOKEN_ENV):
+        with step("Loading Facebook Ads (Graph API) -> bronze_facebook_ads"):
+            result = load_facebook(settings.warehouse_url, **common)
+            say(f"    rows extracted per account: {result.stats.rows}")
+        return
+    if settings.configured_operational_url:
+        say(
+            f"\n==> Facebook Ads skipped: set {FACEBOOK_TOKEN_ENV} (and ..._ACCOUNT_IDS) to load a real ad account"
+        )
+        return
+    from loaders.facebook.graph_double import serve
+
+    with (
+        step("Loading Facebook Ads from the local Graph API double (demo world) -> bronze_facebook_ads"),
+        serve(settings.operational_url) as double,
+    ):
+        result = load_facebook(settings.warehouse_url, **common, **double.loader_kwargs())
+        say(f"    rows extracted per account: {result.stats.rows}")
 
 
 def cmd_gcs_samples(settings: Settings, seed: int, as_of: dt.date | None) -> None:
@@ -226,6 +259,7 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     env.setdefault("DBT_TARGET", "prod")
     env.setdefault("BRONZE_OPERATIONAL_SCHEMA", settings.bronze_operational_schema)
     env.setdefault("BRONZE_GCS_SCHEMA", "bronze_gcs")
+    env.setdefault("BRONZE_FACEBOOK_SCHEMA", "bronze_facebook_ads")
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     if not settings.is_default_state:
         # a separate state folder (tests, parallel runs) gets its own dbt artifacts and logs too
@@ -354,11 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _loader_errors() -> tuple[type[Exception], ...]:
     """Errors the loaders raise with a message meant for a person (no traceback needed)."""
+    from loaders.facebook.client import FacebookAdsError
     from loaders.gcs.bucket import BucketError
     from loaders.gcs.payload_types import PayloadTypeError
     from loaders.processing_log import ProcessingLogError
 
-    return (BucketError, PayloadTypeError, ProcessingLogError)
+    return (BucketError, PayloadTypeError, ProcessingLogError, FacebookAdsError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

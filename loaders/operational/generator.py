@@ -28,7 +28,7 @@ import sys
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -551,12 +551,143 @@ def _supplier_rows(seed: int, scale: Scale, start_day: int, cutoff: int, used: s
     return rows, by_name
 
 
+# ---------------------------------------------------------------------------------------------------
+# Acquisition: how each pharmacy found the distributor (customers.utm_source / utm_campaign)
+# ---------------------------------------------------------------------------------------------------
+
+# The marketing team's Facebook ad accounts and campaigns are part of the sample world: pharmacies that
+# signed up while the ads ran carry the campaign that acquired them, and the Graph API test double
+# (loaders/facebook/graph_double.py) rebuilds the very same campaigns from the seed and reports a purchase
+# conversion on each acquisition day. Everything here draws from its own random streams, so the rest of
+# the world (names, CNPJs, orders) is byte-identical to what it was before acquisition existed.
+
+UTM_SOURCES = ("facebook", "google", "organic", "referral")
+UTM_WEIGHTS = (0.45, 0.22, 0.18, 0.15)  # pharmacies that signed up while the ad accounts were running
+LEGACY_UTM = ((None, 0.6), ("referral", 0.25), ("organic", 0.15))  # older pharmacies: mostly unknown
+GOOGLE_CAMPAIGNS = ("gads_search_marca", "gads_search_genericos", "gads_pmax_farmacias")
+REFERRAL_CAMPAIGNS = ("indicacao_representante", "indicacao_cliente")
+ADS_LEAD_DAYS = 45  # the ad accounts started this many days before the order history window
+ALWAYS_ON = 10**6  # end_day of campaigns that never stop
+FACEBOOK_ACCOUNT_NAMES = ("Distribuidora | Aquisição Nacional", "Distribuidora | Regional Norte-Nordeste")
+CAMPAIGN_THEMES = (
+    ("Cadastro de Farmácias Independentes", "OUTCOME_LEADS"),
+    ("Genéricos com Desconto Progressivo", "OUTCOME_SALES"),
+    ("Inverno Respiratório", "OUTCOME_SALES"),
+    ("Dermocosméticos para Revenda", "OUTCOME_TRAFFIC"),
+    ("Prazo Estendido no Primeiro Pedido", "OUTCOME_SALES"),
+    ("Frete Grátis Acima de R$ 1.500", "OUTCOME_LEADS"),
+)
+MONTHS_PT = ("jan", "fev", "mar", "abr", "mai", "jun", "jul", "ago", "set", "out", "nov", "dez")
+
+
+@dataclass(frozen=True)
+class AdCampaign:
+    """One Facebook campaign of the sample world (ids are Graph-style numeric strings)."""
+
+    id: str
+    account_id: str  # the ad account, without the act_ prefix
+    name: str
+    objective: str
+    start_day: int  # first day of delivery
+    end_day: int  # last day of delivery (ALWAYS_ON: still running, whatever the world date)
+    fate: str  # effective_status once delivery ended: PAUSED, ARCHIVED or DELETED (always-on: ACTIVE)
+    weight: float  # share of the acquisitions among the campaigns running on the same day
+
+
+def facebook_account_ids(seed: int) -> list[str]:
+    """The ad account ids (without act_) of the sample world."""
+    rng = sub_rng(seed, "facebook:accounts")
+    return [str(rng.randrange(10**14, 10**15)) for _ in FACEBOOK_ACCOUNT_NAMES]
+
+
+def facebook_campaigns(seed: int, start_day: int, as_of_day: int) -> list[AdCampaign]:
+    """Every Facebook campaign of the world generated with (seed, history start, as_of): per ad account an
+    always-on prospecting campaign and a sequence of seasonal ones; campaigns that ended before as_of end
+    up paused, archived or deleted (at least one archived and one deleted when two or more ended)."""
+    rng = sub_rng(seed, "facebook:campaigns")
+    first_day = start_day - ADS_LEAD_DAYS
+    campaigns: list[AdCampaign] = []
+    for account_id in facebook_account_ids(seed):
+        campaigns.append(
+            AdCampaign(
+                id=f"120{rng.randrange(10**14, 10**15)}",
+                account_id=account_id,
+                name="BR | Prospecção Always-on | Farmácias",
+                objective="OUTCOME_LEADS",
+                start_day=first_day,
+                end_day=ALWAYS_ON,
+                fate="ACTIVE",
+                weight=1.0,
+            )
+        )
+        day = first_day + rng.randint(0, 15)
+        while day <= as_of_day - 5:
+            length = rng.randint(21, 70)
+            theme, objective = rng.choice(CAMPAIGN_THEMES)
+            date = EPOCH + dt.timedelta(days=day)
+            fate = rng.choices(("ARCHIVED", "PAUSED", "DELETED"), weights=(0.5, 0.3, 0.2))[0]
+            campaigns.append(
+                AdCampaign(
+                    id=f"120{rng.randrange(10**14, 10**15)}",
+                    account_id=account_id,
+                    name=f"BR | {theme} | {MONTHS_PT[date.month - 1]}/{date.year}",
+                    objective=objective,
+                    start_day=day,
+                    end_day=day + length - 1,
+                    fate=fate,
+                    weight=rng.uniform(1.5, 3.0),
+                )
+            )
+            day += length + rng.randint(5, 25)
+    ended = sorted((c for c in campaigns if c.end_day < as_of_day), key=lambda c: (c.end_day, c.id))
+    fates = {c.id: c.fate for c in campaigns}
+    if len(ended) >= 2:
+        if all(fates[c.id] != "DELETED" for c in ended):
+            fates[ended[0].id] = "DELETED"
+        if all(fates[c.id] != "ARCHIVED" for c in ended):
+            kept = [c for c in reversed(ended) if fates[c.id] != "DELETED"] or [ended[-1]]
+            fates[kept[0].id] = "ARCHIVED"
+    return [replace(c, fate=fates[c.id]) for c in campaigns]
+
+
+def _weighted(value: float, options: Sequence[tuple[Any, float]]) -> Any:
+    """The option that `value` (uniform in [0, 1)) falls on, by cumulative share."""
+    total = sum(share for _, share in options)
+    for option, share in options:
+        value -= share / total
+        if value < 0:
+            return option
+    return options[-1][0]
+
+
+def _acquisition(
+    rng: random.Random, created_day: int, first_ads_day: int, campaigns: Sequence[AdCampaign]
+) -> tuple[str | None, str | None]:
+    """(utm_source, utm_campaign) of a pharmacy created on `created_day`; always three draws, so one
+    pharmacy's channel never shifts another's."""
+    channel, pick, name = rng.random(), rng.random(), rng.random()
+    if created_day < first_ads_day:
+        return _weighted(channel, LEGACY_UTM), None
+    source = _weighted(channel, tuple(zip(UTM_SOURCES, UTM_WEIGHTS, strict=True)))
+    if source == "facebook":
+        running = [c for c in campaigns if c.start_day <= created_day <= c.end_day]
+        if running:
+            return "facebook", _weighted(pick, [(c.id, c.weight) for c in running])
+        source = "google"
+    if source == "google":
+        return "google", GOOGLE_CAMPAIGNS[int(name * len(GOOGLE_CAMPAIGNS))]
+    if source == "referral":
+        return "referral", REFERRAL_CAMPAIGNS[int(name * len(REFERRAL_CAMPAIGNS))] if pick < 0.5 else None
+    return source, None
+
+
 def _customer_rows(
     seed: int, scale: Scale, start_day: int, as_of_day: int, used: set[str]
 ) -> tuple[list, Clientele]:
     """Pharmacies with their ordering window; the Clientele arrays drive order placement."""
     rng, fake = sub_rng(seed, "customers"), _faker(seed)
     activity = activity_weights(seed, scale.customers)
+    acquisition, campaigns = sub_rng(seed, "acquisition"), facebook_campaigns(seed, start_day, as_of_day)
     cutoff = (as_of_day + 1) * DAY - 1
     rows, cl = [], Clientele()
     span = max(1, as_of_day - start_day)
@@ -596,9 +727,10 @@ def _customer_rows(
         lo, hi = TIER_CREDIT[tier]
         credit = rng.randrange(lo, hi, 1000) * 100
         terms = rng.choice(TIER_TERMS[tier])
+        utm = _acquisition(acquisition, created // DAY, start_day - ADS_LEAD_DAYS, campaigns)
         rows.append(
             (cid, name, make_cnpj(rng, used), contact, email, _phone(rng, uf), address, city, uf, region,
-             TIERS[tier], money(credit), terms, status, ts_text(created), ts_text(updated))
+             TIERS[tier], money(credit), terms, status, ts_text(created), ts_text(updated), *utm)
         )  # fmt: skip
         cl.ids.append(cid)
         cl.tier.append(tier)
@@ -1064,7 +1196,8 @@ COLUMNS = {
     "suppliers": ("id", "name", "cnpj", "type", "contact_name", "contact_email", "contact_phone", "payment_terms", "uf",
                   "region", "status", "created_at", "updated_at"),
     "customers": ("id", "name", "cnpj", "contact_name", "email", "phone", "address", "city", "uf", "region", "tier",
-                  "credit_limit", "payment_terms", "status", "created_at", "updated_at"),
+                  "credit_limit", "payment_terms", "status", "created_at", "updated_at", "utm_source",
+                  "utm_campaign"),
     "products": ("id", "sku", "name", "description", "category", "subcategory", "manufacturer", "supplier_id",
                  "active_ingredient", "dosage", "package_size", "regulatory_code", "is_generic", "status",
                  "created_at", "updated_at"),

@@ -34,8 +34,16 @@ create table if not exists customers (
     payment_terms text not null,
     status text not null check (status in ('active', 'inactive', 'suspended')),
     created_at timestamptz not null,
-    updated_at timestamptz not null
+    updated_at timestamptz not null,
+    -- acquisition channel; utm_campaign is the Facebook campaign id for facebook-acquired pharmacies
+    utm_source text check (utm_source in ('facebook', 'google', 'organic', 'referral')),
+    utm_campaign text
 );
+
+-- databases created before the acquisition columns existed
+alter table customers add column if not exists utm_source text
+    check (utm_source in ('facebook', 'google', 'organic', 'referral'));
+alter table customers add column if not exists utm_campaign text;
 
 create table if not exists products (
     id bigint primary key,

@@ -454,3 +454,65 @@ def test_cli_generate_and_advance(fresh_databases: dict[str, str]) -> None:
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["date"] == "2024-02-01" and summary["new_orders"] > 0
     assert world_date(url) == dt.date(2024, 2, 1)
+
+
+# -- acquisition -----------------------------------------------------------------------------------
+
+
+def test_facebook_acquired_customers_reference_campaigns_the_double_serves(embedded_pg) -> None:
+    """Every facebook-acquired pharmacy names a campaign the Graph API double serves (archived and deleted
+    ones included), and that campaign reports a purchase on the pharmacy's signup day."""
+    import requests
+
+    from loaders.facebook.graph_double import ACCOUNT_TZ, serve
+    from loaders.facebook.pipeline import EFFECTIVE_STATUSES
+
+    url = new_database(embedded_pg, "gen_facebook")
+    generate(url, scale=SMALL, seed=3, as_of=AS_OF)
+    sources = dict(query(url, "select coalesce(utm_source, 'unknown'), count(*) from customers group by 1"))
+    assert set(sources) == {"facebook", "google", "organic", "referral", "unknown"}
+    assert (
+        scalar(url, "select count(*) from customers where utm_source = 'facebook' and utm_campaign is null")
+        == 0
+    )
+    assert (
+        scalar(
+            url, "select count(*) from customers where utm_source in ('organic') and utm_campaign is not null"
+        )
+        == 0
+    )
+    acquired = query(url, "select id, utm_campaign, created_at from customers where utm_source = 'facebook'")
+    assert len(acquired) >= 5
+    with serve(url) as double, requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {double.access_token}"
+        api = f"{double.base_url}/v21.0"
+        campaign_account = {}
+        for account in double.account_ids:
+            params = {
+                "fields": "id",
+                "effective_status": json.dumps(EFFECTIVE_STATUSES["campaigns"]),
+                "limit": 500,
+            }
+            campaign_account |= {
+                c["id"]: account for c in http.get(f"{api}/{account}/campaigns", params=params).json()["data"]
+            }
+        assert {campaign for _, campaign, _ in acquired} <= set(campaign_account)
+        expected: dict[tuple[str, dt.date], int] = {}
+        for _, campaign, created in acquired:
+            key = (campaign, created.astimezone(ACCOUNT_TZ).date())
+            expected[key] = expected.get(key, 0) + 1
+        for (campaign, day), count in expected.items():
+            time_range = json.dumps({"since": day.isoformat(), "until": day.isoformat()})
+            rows = http.get(
+                f"{api}/{campaign_account[campaign]}/insights",
+                params={"level": "ad", "time_increment": 1, "time_range": time_range, "limit": 500,
+                        "fields": "campaign_id,ad_id,actions"},
+            ).json()["data"]  # fmt: skip
+            purchases = sum(
+                int(a["value"])
+                for row in rows
+                if row["campaign_id"] == campaign
+                for a in row.get("actions", [])
+                if a["action_type"] == "purchase"
+            )
+            assert purchases >= count, f"campaign {campaign} on {day}: {purchases} purchases, {count} signups"
