@@ -148,9 +148,23 @@ def _load_gcs(settings: Settings) -> None:
         say(f"    {result.summary()}")
 
 
+def _facebook_mode(settings: Settings) -> str:
+    """api (a token is configured), double (the demo world's local Graph API double) or off.
+
+    FACEBOOK_ADS_SOURCE overrides the default: the real API when a token is set, else the double on the
+    embedded demo world, else off (external databases without a token must not get simulated ads).
+    """
+    mode = os.environ.get("FACEBOOK_ADS_SOURCE", "").strip().lower()
+    if mode:
+        if mode not in ("api", "double", "off"):
+            raise ConnectionConfigError(f"FACEBOOK_ADS_SOURCE must be api, double or off, not {mode!r}")
+        return mode
+    if os.environ.get(FACEBOOK_TOKEN_ENV):
+        return "api"
+    return "off" if settings.configured_operational_url else "double"
+
+
 def _load_facebook(settings: Settings, full_refresh: bool) -> None:
-    """The real Graph API when a token is configured; on the embedded demo world, the local Graph API double
-    (loaders/facebook/graph_double.py) serves campaigns consistent with the generated pharmacies."""
     from loaders.facebook.pipeline import bronze_schema_from_env, load_facebook
 
     common = {
@@ -158,15 +172,16 @@ def _load_facebook(settings: Settings, full_refresh: bool) -> None:
         "bronze_schema": bronze_schema_from_env(),
         "full_refresh": full_refresh,
     }
-    if os.environ.get(FACEBOOK_TOKEN_ENV):
-        with step("Loading Facebook Ads (Graph API) -> bronze_facebook_ads"):
-            result = load_facebook(settings.warehouse_url, **common)
-            say(f"    rows extracted per account: {result.stats.rows}")
-        return
-    if settings.configured_operational_url:
+    mode = _facebook_mode(settings)
+    if mode == "off":
         say(
             f"\n==> Facebook Ads skipped: set {FACEBOOK_TOKEN_ENV} (and ..._ACCOUNT_IDS) to load a real ad account"
         )
+        return
+    if mode == "api":
+        with step("Loading Facebook Ads (Graph API) -> bronze_facebook_ads"):
+            result = load_facebook(settings.warehouse_url, **common)
+            say(f"    rows extracted per account: {result.stats.rows}")
         return
     from loaders.facebook.graph_double import serve
 

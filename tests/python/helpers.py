@@ -22,6 +22,8 @@ def cli_env(urls: dict[str, str], state_dir: Path, **extra: str) -> dict[str, st
             "WAREHOUSE_STATE_DIR": str(state_dir),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
             "RUNTIME__LOG_LEVEL": "WARNING",
+            # the Facebook source is the local Graph API double, driven by the test's operational world
+            "FACEBOOK_ADS_SOURCE": "double",
         }
     )
     env.update(extra)
