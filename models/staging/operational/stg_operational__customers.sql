@@ -41,6 +41,8 @@ renamed as (
         cast(credit_limit as {{ dbt.type_numeric() }}) as credit_limit,
         cast(trim(payment_terms) as {{ dbt.type_string() }}) as payment_terms,
         cast(lower(trim(status)) as {{ dbt.type_string() }}) as customer_status,
+        cast(lower(trim(utm_source)) as {{ dbt.type_string() }}) as utm_source,
+        cast(trim(utm_campaign) as {{ dbt.type_string() }}) as utm_campaign,
         {{ to_utc_timestamp('created_at') }} as created_at,
         {{ to_utc_timestamp('updated_at') }} as updated_at,
         {{ to_utc_timestamp('_loaded_at') }} as loaded_at
