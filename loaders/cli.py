@@ -33,7 +33,20 @@ from loaders.config import (
 )
 from loaders.embedded_postgres import EmbeddedPostgresError
 
-GOLD_TABLES = ("fact_orders", "dim_customers", "dim_products", "dim_suppliers", "dim_time", "customer_360")
+GOLD_TABLES = (
+    "fact_orders",
+    "dim_customers",
+    "dim_products",
+    "dim_suppliers",
+    "dim_time",
+    "customer_360",
+    "fact_customer_interactions",
+    "fact_inventory_snapshots",
+    "fact_inventory_positions",
+    "fact_ad_performance",
+    "dim_campaigns",
+    "campaign_performance",
+)
 
 
 class StepFailed(RuntimeError):
@@ -333,7 +346,7 @@ def _gold_counts(settings: Settings) -> dict[str, int]:
 def _print_summary(settings: Settings, seconds: float) -> None:
     say(f"\n=== The warehouse is ready ({seconds:.0f}s) ===")
     for table, count in _gold_counts(settings).items():
-        say(f"    gold.{table:<16} {count:>10,} rows")
+        say(f"    gold.{table:<27} {count:>10,} rows")
     say(f"\nConnect (psql, BI tools): {mask_url(settings.warehouse_url)}")
     say('    full URL with password:  .venv/bin/warehouse url      e.g.  psql "$(.venv/bin/warehouse url)"')
     say("    schemas: gold (marts for BI), silver (staging), snapshots (SCD2 history), bronze_operational")

@@ -24,7 +24,18 @@ GOLD_TABLES = (
     "dim_time",
     "customer_360",
     "fact_inventory_positions",
+    "fact_customer_interactions",
+    "fact_inventory_snapshots",
+    "fact_ad_performance",
+    "dim_campaigns",
+    "campaign_performance",
 )
+ZERO_LOOKBACK = {
+    "fact_orders_lookback_hours": 0,
+    "fact_customer_interactions_lookback_hours": 0,
+    "fact_inventory_snapshots_lookback_hours": 0,
+    "fact_ad_performance_lookback_hours": 0,
+}
 
 
 def dbt_vars(as_of: dt.date, **extra: object) -> str:
@@ -52,7 +63,7 @@ def daily_warehouse(embedded_pg, tmp_path_factory):
         days.extend(generator.advance_day(urls["operational"], days=1))
         run_cli(env, "load")
         world = generator.world_date(urls["operational"])
-        run_cli(env, "transform", "--", "--vars", dbt_vars(world, fact_orders_lookback_hours=0))
+        run_cli(env, "transform", "--", "--vars", dbt_vars(world, **ZERO_LOOKBACK))
     return {"urls": urls, "env": env, "days": days}
 
 
