@@ -140,7 +140,7 @@ def _database(url: str) -> str:
     return url.rsplit("/", 1)[1]
 
 
-@pytest.mark.parametrize("kill_after_fraction", [0.2, 0.5, 0.8])
+@pytest.mark.parametrize("kill_after_fraction", [0.2, 0.5, 0.7])
 def test_killed_mid_load_then_rerun_equals_uninterrupted(
     embedded_pg, uninterrupted_load, tmp_path, kill_after_fraction
 ):
