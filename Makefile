@@ -6,7 +6,7 @@ UV := .bootstrap/bin/uv
 BIN := .venv/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test stop run docs docs-serve lint format clean
+.PHONY: help install test-deps demo test stop run docs docs-serve lint format clean
 
 help:
 	@echo "make demo        generate, load, transform, document: the whole pipeline on the embedded PostgreSQL"
@@ -41,7 +41,13 @@ docs: install
 docs-serve: install
 	$(BIN)/warehouse docs --serve
 
-test: install
+# The suite needs two things outside the venv: the BigQuery emulator (its own venv, pinned DuckDB)
+# and Debian's Chromium for the docs-site browser test. Both scripts are idempotent and offline-safe.
+test-deps: install
+	.ci/install-bqemulator
+	.ci/install-chromium
+
+test: test-deps
 	$(BIN)/pytest
 
 lint: install
