@@ -6,7 +6,7 @@ UV := .bootstrap/bin/uv
 BIN := .venv/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-deps demo test stop run docs docs-serve lint format clean
+.PHONY: help install test-deps demo test test-bigquery bench stop run docs docs-serve lint format clean
 
 help:
 	@echo "make demo        generate, load, transform, document: the whole pipeline on the embedded PostgreSQL"
@@ -15,13 +15,17 @@ help:
 	@echo "make run         the daily job again: load + dbt build"
 	@echo "make docs-serve  serve the dbt docs site on http://127.0.0.1:8080"
 	@echo "make lint        ruff + sqlfluff"
+	@echo "make test-bigquery  only the BigQuery tests (against the emulator; a real project when credentials are set)"
+	@echo "make bench       benchmarks: loaders vs. the engines' bulk paths, dbt incremental vs. full (docs/benchmarks.md)"
 
 $(UV):
 	$(PYTHON) -m venv .bootstrap
 	.bootstrap/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 .venv/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	# --compile-bytecode: every `warehouse`/dbt subprocess then starts from .pyc files, even where the
+	# environment sets PYTHONDONTWRITEBYTECODE (measured here: imports 29 s -> 14 s under load).
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 install: .venv/.installed
@@ -41,14 +45,22 @@ docs: install
 docs-serve: install
 	$(BIN)/warehouse docs --serve
 
-# The suite needs two things outside the venv: the BigQuery emulator (its own venv, pinned DuckDB)
-# and Debian's Chromium for the docs-site browser test. Both scripts are idempotent and offline-safe.
+# The suite needs three things outside the project venv: the BigQuery emulator (own venv, pinned DuckDB),
+# MetricFlow (own venv) and Debian's Chromium for the docs-site browser test. All three scripts are idempotent.
 test-deps: install
 	.ci/install-bqemulator
 	.ci/install-chromium
+	.ci/install-metricflow
 
 test: test-deps
 	$(BIN)/pytest
+
+test-bigquery: test-deps
+	$(BIN)/pytest tests/python/test_bigquery_loaders.py tests/python/test_bigquery_dbt.py tests/python/test_bigquery_pipeline.py
+
+BENCH_ARGS ?= --orders 100k --gcs-mb 100
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -6,6 +6,7 @@ warehouse load [operational]        dlt: sources -> bronze
 warehouse transform [-- dbt args]   dbt build: seeds, models, snapshots and tests in DAG order
 warehouse docs [--serve]            dbt docs (static single file + the usual site)
 warehouse run                       load + transform: the daily job
+warehouse erase-customer --customer-id N   LGPD: erase one customer's personal data everywhere
 warehouse demo                      everything, end to end, then prints where to connect
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import os
 import shutil
 import subprocess
@@ -21,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loaders.config import (
     PROJECT_DIR,
@@ -32,6 +35,9 @@ from loaders.config import (
     mask_url,
 )
 from loaders.embedded_postgres import EmbeddedPostgresError
+
+if TYPE_CHECKING:
+    from loaders.erasure import Schemas
 
 GOLD_TABLES = (
     "fact_orders",
@@ -46,6 +52,7 @@ GOLD_TABLES = (
     "fact_ad_performance",
     "dim_campaigns",
     "campaign_performance",
+    "data_health_daily",
 )
 
 
@@ -129,13 +136,59 @@ def cmd_load(
         _load_gcs(settings)
     if "facebook" in sources:
         _load_facebook(settings, full_refresh)
+    _reapply_erasures(settings)
+
+
+def _reapply_erasures(settings: Settings) -> None:
+    """A source that has not erased a customer yet sends the rows again: scrub them before dbt sees them."""
+    if not settings.warehouse_url.startswith(("postgresql://", "postgres://")):
+        return
+    from loaders.erasure import apply_erasures
+    from loaders.pii_key import load_key
+
+    scrubbed = apply_erasures(
+        settings.warehouse_url, load_key(settings.state_dir), _erasure_schemas(settings)
+    )
+    if scrubbed:
+        say(f"\n==> Erasure register re-applied: {scrubbed} re-imported bronze row(s) scrubbed")
+
+
+def _erasure_schemas(settings: Settings) -> Schemas:
+    from loaders.erasure import Schemas
+
+    return Schemas(
+        bronze_operational=settings.bronze_operational_schema,
+        bronze_gcs=os.environ.get("BRONZE_GCS_SCHEMA", "bronze_gcs"),
+        ops=os.environ.get("OPS_SCHEMA", "ops"),
+    )
+
+
+def cmd_erase_customer(settings: Settings, customer_id: int, reference: str | None) -> None:
+    """LGPD right to erasure: one customer's personal data, everywhere in the warehouse (docs/lgpd.md)."""
+    from loaders.erasure import erase_customer
+    from loaders.pii_key import load_key
+
+    check_connection(settings.warehouse_url, "warehouse")
+    if not settings.warehouse_url.startswith(("postgresql://", "postgres://")):
+        raise StepFailed("erase-customer supports a PostgreSQL warehouse only (see docs/lgpd.md)")
+    with step(f"Erasing customer {customer_id}'s personal data (bronze, silver, gold, snapshots, audit)"):
+        result = erase_customer(
+            settings.warehouse_url,
+            customer_id,
+            load_key(settings.state_dir),
+            _erasure_schemas(settings),
+            reference=reference,
+            dlt_pipelines_dir=settings.dlt_pipelines_dir,
+        )
+        say(f"    {result.summary()}")
+        say("    the operational source system must erase the customer at its side too (docs/lgpd.md)")
 
 
 def _load_operational(settings: Settings, full_refresh: bool, reconcile_deletes: bool) -> None:
     from loaders.operational.pipeline import load_operational
 
     check_connection(settings.operational_url, "operational")
-    with step(f"Loading operational -> {settings.bronze_operational_schema} (dlt, Arrow + COPY)"):
+    with step(f"Loading operational -> {settings.bronze_operational_schema} (dlt, {_bulk_path(settings)})"):
         info = load_operational(
             settings.operational_url,
             settings.warehouse_url,
@@ -151,7 +204,7 @@ def _load_gcs(settings: Settings) -> None:
     from loaders.gcs import bucket_url_from_env, load_gcs
 
     bucket_url = bucket_url_from_env(settings.state_dir)
-    with step(f"Loading payload files {bucket_url} -> bronze_gcs (dlt, Arrow + COPY)"):
+    with step(f"Loading payload files {bucket_url} -> bronze_gcs (dlt, {_bulk_path(settings)})"):
         result = load_gcs(
             bucket_url,
             settings.warehouse_url,
@@ -159,6 +212,11 @@ def _load_gcs(settings: Settings) -> None:
             progress=lambda message: say(f"    {message}"),
         )
         say(f"    {result.summary()}")
+
+
+def _bulk_path(settings: Settings) -> str:
+    """How bronze is landed, for the step titles."""
+    return "Arrow -> Parquet, BigQuery load jobs" if settings.is_bigquery else "Arrow + COPY"
 
 
 def _facebook_mode(settings: Settings) -> str:
@@ -284,7 +342,8 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     """Environment for dbt: the profile's variables, and a profiles dir unless the user brings one."""
     env = dict(os.environ)
     env.update({k: v for k, v in dbt_env(settings.warehouse_url).items() if k not in os.environ})
-    env.setdefault("DBT_TARGET", "prod")
+    # dbt reads DBT_TARGET itself: the warehouse's prod target unless the user chose one
+    env.setdefault("DBT_TARGET", "bigquery_prod" if settings.is_bigquery else "prod")
     env.setdefault("BRONZE_OPERATIONAL_SCHEMA", settings.bronze_operational_schema)
     env.setdefault("BRONZE_GCS_SCHEMA", "bronze_gcs")
     env.setdefault("BRONZE_FACEBOOK_SCHEMA", "bronze_facebook_ads")
@@ -298,6 +357,10 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
         profiles_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PROJECT_DIR / "profiles.example.yml", profiles_dir / "profiles.yml")
         env["DBT_PROFILES_DIR"] = str(profiles_dir)
+    # the pseudonymisation key reaches dbt's sessions without entering SQL, vars or logs (docs/lgpd.md)
+    from loaders.pii_key import dbt_key_env
+
+    env.update(dbt_key_env(settings.state_dir, env))
     return env
 
 
@@ -328,10 +391,13 @@ def _operational_has_data(settings: Settings) -> bool:
 def _gold_counts(settings: Settings) -> dict[str, int]:
     import psycopg2
 
-    schema = "gold" if os.environ.get("DBT_TARGET", "prod") == "prod" else None
+    prod_target = "bigquery_prod" if settings.is_bigquery else "prod"
+    schema = "gold" if os.environ.get("DBT_TARGET", prod_target) == prod_target else None
     counts: dict[str, int] = {}
     if schema is None:
         return counts
+    if settings.is_bigquery:
+        return _bigquery_counts(settings, schema)
     conn = psycopg2.connect(settings.warehouse_url)
     try:
         with conn.cursor() as cur:
@@ -343,10 +409,29 @@ def _gold_counts(settings: Settings) -> dict[str, int]:
     return counts
 
 
+def _bigquery_counts(settings: Settings, dataset: str) -> dict[str, int]:
+    from loaders.destinations import BigQueryTarget
+
+    target = BigQueryTarget.from_url(settings.warehouse_url)
+    client = target.client()
+    counts = {}
+    try:
+        for table in GOLD_TABLES:
+            (row,) = client.query(f"select count(*) from {target.quoted(dataset, table)}").result()
+            counts[table] = row[0]
+    finally:
+        client.close()
+    return counts
+
+
 def _print_summary(settings: Settings, seconds: float) -> None:
     say(f"\n=== The warehouse is ready ({seconds:.0f}s) ===")
     for table, count in _gold_counts(settings).items():
         say(f"    gold.{table:<27} {count:>10,} rows")
+    if settings.is_bigquery:
+        say(f"\nBigQuery: {settings.warehouse_url} (datasets gold, silver, snapshots, bronze_*, ops)")
+        say(f"Docs site: {settings.dbt_target_dir / 'static_index.html'} (open in a browser)")
+        return
     say(f"\nConnect (psql, BI tools): {mask_url(settings.warehouse_url)}")
     say('    full URL with password:  .venv/bin/warehouse url      e.g.  psql "$(.venv/bin/warehouse url)"')
     say("    schemas: gold (marts for BI), silver (staging), snapshots (SCD2 history), bronze_operational")
@@ -407,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--serve", action="store_true")
     docs.add_argument("--port", type=int, default=8080)
     sub.add_parser("run", help="the daily job: load every source, then dbt build")
+    sub.add_parser("ci", help="slim CI: build and test only changed models and their children (--help)")
+    sub.add_parser("metrics", help="query the dbt semantic layer with MetricFlow (--help)")
+    erase = sub.add_parser(
+        "erase-customer", help="LGPD: erase one customer's personal data from the warehouse (docs/lgpd.md)"
+    )
+    erase.add_argument("--customer-id", type=int, required=True, help="operational customers.id")
+    erase.add_argument("--reference", help="the request's ticket / protocol number, kept in the register")
     demo = sub.add_parser("demo", help="end to end on the embedded warehouse; prints where to connect")
     add_generation_options(demo)
     demo.add_argument("--fresh", action="store_true", help="regenerate the operational database")
@@ -416,17 +508,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _loader_errors() -> tuple[type[Exception], ...]:
     """Errors the loaders raise with a message meant for a person (no traceback needed)."""
+    from loaders.erasure import ErasureError
     from loaders.facebook.client import FacebookAdsError
     from loaders.gcs.bucket import BucketError
     from loaders.gcs.payload_types import PayloadTypeError
+    from loaders.pii_key import PiiKeyError
     from loaders.processing_log import ProcessingLogError
 
-    return (BucketError, PayloadTypeError, ProcessingLogError, FacebookAdsError)
+    return (BucketError, PayloadTypeError, ProcessingLogError, FacebookAdsError, ErasureError, PiiKeyError)
+
+
+# Commands that own their whole argument list (passed through untouched): `warehouse ci --state DIR ...`
+# runs slim CI (loaders/slim_ci.py), `warehouse metrics query ...` runs MetricFlow (loaders/metricflow.py).
+PASS_THROUGH_COMMANDS = {"ci": "loaders.slim_ci", "metrics": "loaders.metricflow"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASS_THROUGH_COMMANDS:
+        module = importlib.import_module(PASS_THROUGH_COMMANDS[argv[0]])
+        return int(module.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ConnectionConfigError as exc:  # WAREHOUSE / BIGQUERY_* misconfigured: say what to set
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     commands: dict[str, Callable[[], None]] = {
         "up": lambda: cmd_up(settings),
         "down": lambda: cmd_down(settings),
@@ -449,6 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "docs": lambda: cmd_docs(settings, args.serve, args.port),
         "run": lambda: (cmd_load(settings, SOURCES), cmd_transform(settings, [])),
+        "erase-customer": lambda: cmd_erase_customer(settings, args.customer_id, args.reference),
         "demo": lambda: cmd_demo(settings, args),
     }
     try:

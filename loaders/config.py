@@ -2,6 +2,11 @@
 
 Nothing here is secret on its own; passwords only ever arrive inside the URLs that the user sets
 (WAREHOUSE_URL / OPERATIONAL_URL) and are masked whenever a URL is shown.
+
+One switch chooses the warehouse of the whole pipeline (loaders and dbt): `WAREHOUSE=postgres` (the default:
+WAREHOUSE_URL, else the embedded PostgreSQL) or `WAREHOUSE=bigquery` (BIGQUERY_PROJECT and friends, see
+loaders/destinations.py; the warehouse URL is then `bigquery://<project>?...`). The operational source is
+PostgreSQL either way (OPERATIONAL_URL, else the embedded server).
 """
 
 from __future__ import annotations
@@ -13,13 +18,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg2
 
+from loaders.destinations import BigQueryTarget, ConnectionConfigError, warehouse_from_env
 from loaders.embedded_postgres import DEFAULT_PORT, EmbeddedPostgres
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
-
-class ConnectionConfigError(RuntimeError):
-    """A configured database cannot be reached; the message says which one and why, without secrets."""
+__all__ = ["ConnectionConfigError", "Settings", "check_connection", "dbt_env", "load_settings", "mask_url"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,11 @@ class Settings:
     embedded: EmbeddedPostgres | None
     state_dir: Path
     bronze_operational_schema: str
+    warehouse: str = "postgres"
+
+    @property
+    def is_bigquery(self) -> bool:
+        return self.warehouse == "bigquery"
 
     @property
     def warehouse_url(self) -> str:
@@ -58,10 +67,25 @@ class Settings:
 
 
 def load_settings() -> Settings:
-    """Embedded server unless both URLs are configured; a configured URL always wins over the embedded one."""
+    """Embedded server unless both URLs are configured; a configured URL always wins over the embedded one.
+
+    With WAREHOUSE=bigquery the warehouse is BigQuery (a bigquery:// WAREHOUSE_URL, else BIGQUERY_* variables)
+    and the embedded server, if any, holds only the operational database.
+    """
     state_dir = Path(os.environ.get("WAREHOUSE_STATE_DIR", PROJECT_DIR / ".warehouse")).resolve()
     warehouse_url = os.environ.get("WAREHOUSE_URL", "").strip()
     operational_url = os.environ.get("OPERATIONAL_URL", "").strip()
+    # WAREHOUSE wins; without it a bigquery:// WAREHOUSE_URL says BigQuery on its own (any other URL is
+    # PostgreSQL's, checked by check_connection with a message of its own)
+    url_kind = "bigquery" if warehouse_url.startswith("bigquery://") else "postgres"
+    warehouse = warehouse_from_env(default=url_kind)
+    if warehouse_url and url_kind != warehouse:
+        raise ConnectionConfigError(
+            f"WAREHOUSE={warehouse} but WAREHOUSE_URL is not a {warehouse} URL ({mask_url(warehouse_url)}): "
+            "unset WAREHOUSE_URL or change WAREHOUSE"
+        )
+    if warehouse == "bigquery" and not warehouse_url:
+        warehouse_url = BigQueryTarget.from_env().url
     embedded = None
     if not (warehouse_url and operational_url):
         port = int(os.environ.get("WAREHOUSE_PG_PORT", DEFAULT_PORT))
@@ -72,6 +96,7 @@ def load_settings() -> Settings:
         embedded=embedded,
         state_dir=state_dir,
         bronze_operational_schema=os.environ.get("BRONZE_OPERATIONAL_SCHEMA", "bronze_operational"),
+        warehouse=warehouse,
     )
 
 
@@ -86,6 +111,9 @@ def mask_url(url: str) -> str:
 
 def check_connection(url: str, what: str) -> None:
     """Fail early with a message a person can act on, instead of a stack trace from deep inside a loader."""
+    if url.startswith("bigquery://"):
+        BigQueryTarget.from_url(url).check(what)
+        return
     if not url.startswith(("postgresql://", "postgres://")):
         raise ConnectionConfigError(
             f"the {what} URL must look like postgresql://user:password@host:port/database, got {mask_url(url)!r}"
@@ -100,7 +128,24 @@ def check_connection(url: str, what: str) -> None:
 
 
 def dbt_env(url: str) -> dict[str, str]:
-    """The variables profiles.example.yml reads, derived from a warehouse URL."""
+    """The variables profiles.example.yml reads, derived from a warehouse URL.
+
+    BigQuery: the project, location, auth method, key file and endpoint of the loaders, so dbt reads what they
+    wrote; a token (BIGQUERY_TOKEN) is never put here, dbt reads it from the environment like the loaders.
+    """
+    if url.startswith("bigquery://"):
+        target = BigQueryTarget.from_url(url)
+        env = {
+            "WAREHOUSE": "bigquery",
+            "BIGQUERY_PROJECT": target.project,
+            "BIGQUERY_LOCATION": target.location,
+            "BIGQUERY_AUTH_METHOD": target.auth,
+        }
+        if target.keyfile:
+            env["BIGQUERY_KEYFILE"] = target.keyfile
+        if target.api_endpoint:
+            env["BIGQUERY_API_ENDPOINT"] = target.api_endpoint
+        return env
     parts = urlsplit(url)
     env = {
         "WAREHOUSE_PG_HOST": parts.hostname or "127.0.0.1",

@@ -11,9 +11,12 @@ node, and did anything fail or get rejected on the way?". Every component writes
 - `records_processed = records_loaded + records_invalid` for loaders: nothing is silently dropped.
 
 Design constraints:
-- **Portable SQL only** (create schema / create table if not exists, insert, update by key, select): the
-  warehouse is PostgreSQL today and BigQuery tomorrow. Column types come from a small per-dialect map, and
-  the only driver-specific code is `connect()`.
+- **Portable SQL only** (create schema / create table if not exists, insert, update by key, select), on
+  PostgreSQL (`postgresql://` URL) and BigQuery (`bigquery://<project>?...`, see loaders/destinations.py).
+  Column types come from a small per-dialect map; the driver-specific code is the two small writer classes
+  at the end. On BigQuery the table is `<project>.<schema>.processing_log`, partitioned by day of
+  started_at and clustered by component and run_id; rows are written with parameterised DML (a few small
+  statements per run, never streaming inserts), and dbt's results go in one multi-row insert per batch.
 - **Autocommit**: a log row is durable as soon as it is written, independently of the data transactions of
   the loaders (a rolled-back load still leaves its `failed` row).
 - **No secrets**: messages and details pass through `redact()`, which masks passwords in URLs and the values
@@ -40,7 +43,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -86,8 +89,15 @@ _TYPES = {
         "json": "jsonb",
         "timestamp": "timestamp with time zone",
     },
-    # BigQuery, when its driver lands: STRING, INT64, JSON, TIMESTAMP.
+    "bigquery": {
+        "string": "STRING",
+        "int": "INT64",
+        "json": "JSON",
+        "timestamp": "TIMESTAMP",
+    },
 }
+COLUMN_KINDS = dict(COLUMNS)
+BIGQUERY_INSERT_BATCH_ROWS = 200  # 18 parameters a row: well under BigQuery's 10,000 per query
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)(?P<secret>[^@\s]+)@")
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|credential|private_key|api_?key", re.IGNORECASE)
@@ -133,7 +143,8 @@ def redact(value: Any) -> Any:
 
 
 def connect(warehouse_url: str) -> Any:
-    """A DB-API connection to the warehouse, in autocommit mode. The only driver-specific function here."""
+    """A DB-API connection to the warehouse, in autocommit mode (psycopg2, or google-cloud-bigquery's
+    DB-API on BigQuery, whose statements must name tables fully: `project.dataset.table`)."""
     dialect = _dialect(warehouse_url)
     if dialect == "postgresql":
         import psycopg2
@@ -141,7 +152,11 @@ def connect(warehouse_url: str) -> Any:
         conn = psycopg2.connect(warehouse_url, connect_timeout=10)
         conn.autocommit = True
         return conn
-    raise ProcessingLogError(f"no processing-log driver for {dialect!r} warehouses yet")
+    from google.cloud.bigquery import dbapi
+
+    from loaders.destinations import BigQueryTarget
+
+    return dbapi.connect(BigQueryTarget.from_url(warehouse_url).client())
 
 
 # -- the log -----------------------------------------------------------------------------------
@@ -180,24 +195,32 @@ class ProcessingLog:
         self.version = version or loader_version(component)
         self.user_name = _user_name()
         self.hostname = socket.gethostname()
-        self._conn: Any = None
+        self._writer: _Writer | None = None
 
     @property
     def table(self) -> str:
-        return f"{self.schema}.{TABLE}"
+        """The table's name as the warehouse's SQL writes it (fully qualified on BigQuery)."""
+        return self._backend().table
 
     # connection ---------------------------------------------------------------------------------
 
-    def _cursor(self) -> Any:
-        if self._conn is None or getattr(self._conn, "closed", False):
-            self._conn = connect(self.warehouse_url)
-            self.ensure_table()
-        return self._conn.cursor()
+    def _backend(self) -> _Writer:
+        if self._writer is None:
+            writer_class = _BigQueryWriter if self.dialect == "bigquery" else _PostgresWriter
+            self._writer = writer_class(self.warehouse_url, self.schema)
+        return self._writer
+
+    def _ready(self) -> _Writer:
+        """The writer, connected, with the table created on first use."""
+        writer = self._backend()
+        if not writer.connected:
+            writer.connect()
+            writer.ensure_table()
+        return writer
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._writer is not None:
+            self._writer.close()
 
     def __enter__(self) -> ProcessingLog:
         return self
@@ -207,20 +230,10 @@ class ProcessingLog:
 
     def ensure_table(self) -> None:
         """Create the schema and table if missing (idempotent; safe to race with another process)."""
-        if self._conn is None:
-            self._conn = connect(self.warehouse_url)
-        types = _TYPES[self.dialect]
-        column_sql = ",\n    ".join(f"{name} {types[kind]}" for name, kind in COLUMNS)
-        with self._conn.cursor() as cur:
-            for statement in (
-                f"create schema if not exists {self.schema}",
-                f"create table if not exists {self.table} (\n    {column_sql}\n)",
-            ):
-                try:
-                    cur.execute(statement)
-                except Exception as exc:  # two processes creating it at once: the other one won
-                    if not _already_exists(exc):
-                        raise
+        writer = self._backend()
+        if not writer.connected:
+            writer.connect()
+        writer.ensure_table()
 
     # writing ------------------------------------------------------------------------------------
 
@@ -282,12 +295,7 @@ class ProcessingLog:
             "records_invalid": records_invalid,
             "finished_at": _now(),
         }
-        assignments = ", ".join(f"{name} = %s" for name in values)
-        with self._cursor() as cur:
-            cur.execute(
-                f"update {self.table} set {assignments} where log_id = %s",
-                (*values.values(), entry.log_id),
-            )
+        self._ready().update(entry.log_id, values)
         entry.finished = True
 
     def write(
@@ -308,10 +316,52 @@ class ProcessingLog:
         finished_at: dt.datetime | None = None,
     ) -> str:
         """Insert one complete row at once (work that was timed elsewhere, e.g. a dbt node); returns its id."""
+        row = self._complete_row(
+            run_id,
+            layer=layer,
+            status=status,
+            payload_type=payload_type,
+            file_name=file_name,
+            message=message,
+            details=details,
+            duration_ms=duration_ms,
+            records_processed=records_processed,
+            records_loaded=records_loaded,
+            records_invalid=records_invalid,
+            started_at=started_at,
+            finished_at=finished_at,
+        )
+        self._insert(row)
+        return str(row["log_id"])
+
+    def write_many(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+        """`write()` for many rows at once (dbt's results): one statement per batch on BigQuery, where
+        every statement is a job; returns the ids. Each mapping holds `write()`'s keyword arguments."""
+        complete = [self._complete_row(**row) for row in rows]
+        self._ready().insert_many([self._full_row(row) for row in complete])
+        return [str(row["log_id"]) for row in complete]
+
+    def _complete_row(
+        self,
+        run_id: str,
+        *,
+        layer: str,
+        status: str,
+        payload_type: str | None = None,
+        file_name: str | None = None,
+        message: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        duration_ms: int | None = None,
+        records_processed: int | None = None,
+        records_loaded: int | None = None,
+        records_invalid: int | None = None,
+        started_at: dt.datetime | None = None,
+        finished_at: dt.datetime | None = None,
+    ) -> dict[str, Any]:
         _check_counts(records_processed, records_loaded, records_invalid)
         log_id = new_run_id()
         finished_at = finished_at or (_now() if _check_status(status) in FINAL_STATUSES else None)
-        self._insert(
+        return dict(
             {
                 "log_id": log_id,
                 "run_id": run_id,
@@ -329,7 +379,6 @@ class ProcessingLog:
                 "finished_at": finished_at,
             }
         )
-        return log_id
 
     @contextmanager
     def step(self, run_id: str, **start_kwargs: Any) -> Iterator[LogEntry]:
@@ -345,7 +394,8 @@ class ProcessingLog:
         if not entry.finished:
             self.finish(entry, "completed")
 
-    def _insert(self, row: Mapping[str, Any]) -> None:
+    def _full_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The row with who wrote it, its message and details redacted, details as JSON text."""
         full = {
             "component": self.component,
             "user_name": self.user_name,
@@ -355,25 +405,16 @@ class ProcessingLog:
         }
         full["message"] = _clean_message(full.get("message"))
         full["details"] = _json(full.get("details"))
-        names = [name for name in COLUMN_NAMES if name in full]
-        with self._cursor() as cur:
-            cur.execute(
-                f"insert into {self.table} ({', '.join(names)}) values ({', '.join(['%s'] * len(names))})",
-                tuple(full[name] for name in names),
-            )
+        return {name: full[name] for name in COLUMN_NAMES if name in full}
+
+    def _insert(self, row: Mapping[str, Any]) -> None:
+        self._ready().insert(self._full_row(row))
 
     # reading ------------------------------------------------------------------------------------
 
     def rows(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """The rows of one run (or all), oldest first, as dicts; `details` parsed."""
-        sql = f"select {', '.join(COLUMN_NAMES)} from {self.table}"
-        params: tuple[Any, ...] = ()
-        if run_id is not None:
-            sql += " where run_id = %s"
-            params = (run_id,)
-        with self._cursor() as cur:
-            cur.execute(sql + " order by started_at, log_id", params)
-            result = [dict(zip(COLUMN_NAMES, row, strict=True)) for row in cur.fetchall()]
+        result = self._ready().select(run_id)
         for row in result:
             if isinstance(row["details"], str):
                 row["details"] = json.loads(row["details"])
@@ -421,7 +462,7 @@ def record_dbt_results(
     log = ProcessingLog(
         warehouse_url, schema=schema, component="dbt", version=f"dbt {dbt_version or 'unknown'}"
     )
-    written = 0
+    rows: list[dict[str, Any]] = []
     try:
         for result in results.get("results", []):
             unique_id = result.get("unique_id", "")
@@ -439,19 +480,21 @@ def record_dbt_results(
                 "invocation_id": invocation,
             }
             execution = result.get("execution_time")
-            log.write(
-                run_id,
-                layer=_dbt_layer(unique_id, manifest),
-                status=_DBT_STATUS.get(dbt_status, "failed"),
-                payload_type=unique_id.split(".", 1)[0],
-                file_name=unique_id.rsplit(".", 1)[-1] if unique_id else None,
-                message=result.get("message"),
-                details=details,
-                duration_ms=int(execution * 1000) if isinstance(execution, (int, float)) else None,
-                started_at=started,
-                finished_at=finished,
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "layer": _dbt_layer(unique_id, manifest),
+                    "status": _DBT_STATUS.get(dbt_status, "failed"),
+                    "payload_type": unique_id.split(".", 1)[0],
+                    "file_name": unique_id.rsplit(".", 1)[-1] if unique_id else None,
+                    "message": result.get("message"),
+                    "details": details,
+                    "duration_ms": int(execution * 1000) if isinstance(execution, (int, float)) else None,
+                    "started_at": started,
+                    "finished_at": finished,
+                }
             )
-            written += 1
+        written = len(log.write_many(rows))
     finally:
         log.close()
     return written
@@ -508,7 +551,9 @@ def _dialect(url: str) -> str:
         return "postgresql"
     if scheme == "bigquery":
         return "bigquery"
-    raise ProcessingLogError(f"unsupported warehouse URL scheme {scheme!r} (expected postgresql://)")
+    raise ProcessingLogError(
+        f"unsupported warehouse URL scheme {scheme!r} (expected postgresql:// or bigquery://)"
+    )
 
 
 def _check_identifier(name: str) -> None:
@@ -575,3 +620,206 @@ def iter_rows_as_text(rows: Iterable[Mapping[str, Any]]) -> Iterator[str]:
                 f"invalid={row.get('records_invalid')}"
             )
         yield f"{row['status']:<10} {row.get('payload_type') or '-':<24} {what}{counts} {row.get('message') or ''}"
+
+
+# -- writers: the only driver-specific code ------------------------------------------------------
+
+
+class _Writer:
+    """Creates the table, inserts and updates rows by log_id, reads rows back."""
+
+    table: str
+
+    def __init__(self, warehouse_url: str, schema: str) -> None:
+        self.warehouse_url = warehouse_url
+        self.schema = schema
+
+    @property
+    def connected(self) -> bool:
+        raise NotImplementedError
+
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def ensure_table(self) -> None:
+        raise NotImplementedError
+
+    def insert(self, row: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def insert_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.insert(row)
+
+    def update(self, log_id: str, values: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def select(self, run_id: str | None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class _PostgresWriter(_Writer):
+    """psycopg2 in autocommit mode; `%s` parameters."""
+
+    def __init__(self, warehouse_url: str, schema: str) -> None:
+        super().__init__(warehouse_url, schema)
+        self.table = f"{schema}.{TABLE}"
+        self._conn: Any = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not getattr(self._conn, "closed", False)
+
+    def connect(self) -> None:
+        self._conn = connect(self.warehouse_url)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def ensure_table(self) -> None:
+        types = _TYPES["postgresql"]
+        column_sql = ",\n    ".join(f"{name} {types[kind]}" for name, kind in COLUMNS)
+        with self._conn.cursor() as cur:
+            for statement in (
+                f"create schema if not exists {self.schema}",
+                f"create table if not exists {self.table} (\n    {column_sql}\n)",
+            ):
+                try:
+                    cur.execute(statement)
+                except Exception as exc:  # two processes creating it at once: the other one won
+                    if not _already_exists(exc):
+                        raise
+
+    def insert(self, row: Mapping[str, Any]) -> None:
+        names = list(row)
+        with self._conn.cursor() as cur:
+            cur.execute(
+                f"insert into {self.table} ({', '.join(names)}) values ({', '.join(['%s'] * len(names))})",
+                tuple(row[name] for name in names),
+            )
+
+    def update(self, log_id: str, values: Mapping[str, Any]) -> None:
+        assignments = ", ".join(f"{name} = %s" for name in values)
+        with self._conn.cursor() as cur:
+            cur.execute(
+                f"update {self.table} set {assignments} where log_id = %s", (*values.values(), log_id)
+            )
+
+    def select(self, run_id: str | None) -> list[dict[str, Any]]:
+        sql = f"select {', '.join(COLUMN_NAMES)} from {self.table}"
+        params: tuple[Any, ...] = ()
+        if run_id is not None:
+            sql += " where run_id = %s"
+            params = (run_id,)
+        with self._conn.cursor() as cur:
+            cur.execute(sql + " order by started_at, log_id", params)
+            return [dict(zip(COLUMN_NAMES, row, strict=True)) for row in cur.fetchall()]
+
+
+class _BigQueryWriter(_Writer):
+    """google-cloud-bigquery with typed query parameters (BigQuery will not cast a NULL STRING to INT64);
+    JSON details arrive as text and are stored with PARSE_JSON."""
+
+    SERIALIZATION_RETRIES = 5
+
+    def __init__(self, warehouse_url: str, schema: str) -> None:
+        from loaders.destinations import BigQueryTarget
+
+        super().__init__(warehouse_url, schema)
+        self.target = BigQueryTarget.from_url(warehouse_url)
+        self.table_id = self.target.table_id(schema, TABLE)
+        self.table = f"`{self.table_id}`"
+        self._client: Any = None
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def connect(self) -> None:
+        self._client = self.target.client()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def ensure_table(self) -> None:
+        from google.cloud import bigquery
+
+        dataset = bigquery.Dataset(f"{self.target.project}.{self.schema}")
+        dataset.location = self.target.location
+        self._client.create_dataset(dataset, exists_ok=True)
+        types = _TYPES["bigquery"]
+        table = bigquery.Table(
+            self.table_id, schema=[bigquery.SchemaField(name, types[kind]) for name, kind in COLUMNS]
+        )
+        # runs are looked up by day and by component / run: prune partitions and blocks, not full scans
+        table.time_partitioning = bigquery.TimePartitioning(field="started_at")
+        table.clustering_fields = ["component", "run_id"]
+        self._client.create_table(table, exists_ok=True)
+
+    def insert(self, row: Mapping[str, Any]) -> None:
+        self.insert_many([row])
+
+    def insert_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for start in range(0, len(rows), BIGQUERY_INSERT_BATCH_ROWS):
+            batch = rows[start : start + BIGQUERY_INSERT_BATCH_ROWS]
+            names = [name for name in COLUMN_NAMES if any(name in row for row in batch)]
+            params: list[Any] = []
+            tuples = []
+            for number, row in enumerate(batch):
+                values = []
+                for name in names:
+                    param = f"{name}_{number}"
+                    params.append(self._param(param, name, row.get(name)))
+                    values.append(self._value(param, name))
+                tuples.append(f"({', '.join(values)})")
+            self._run(f"insert into {self.table} ({', '.join(names)}) values {', '.join(tuples)}", params)
+
+    def update(self, log_id: str, values: Mapping[str, Any]) -> None:
+        assignments = ", ".join(f"{name} = {self._value(name, name)}" for name in values)
+        params = [self._param(name, name, value) for name, value in values.items()]
+        params.append(self._param("where_log_id", "log_id", log_id))
+        self._run(f"update {self.table} set {assignments} where log_id = @where_log_id", params)
+
+    def select(self, run_id: str | None) -> list[dict[str, Any]]:
+        columns = [f"to_json_string({n}) as {n}" if n == "details" else n for n in COLUMN_NAMES]
+        sql = f"select {', '.join(columns)} from {self.table}"
+        params = []
+        if run_id is not None:
+            sql += " where run_id = @run_id"
+            params.append(self._param("run_id", "run_id", run_id))
+        rows = self._run(sql + " order by started_at, log_id", params)
+        return [{name: row[name] for name in COLUMN_NAMES} for row in rows]
+
+    @staticmethod
+    def _value(param: str, column: str) -> str:
+        return f"parse_json(@{param})" if COLUMN_KINDS[column] == "json" else f"@{param}"
+
+    @staticmethod
+    def _param(param: str, column: str, value: Any) -> Any:
+        from google.cloud import bigquery
+
+        kind = COLUMN_KINDS[column]
+        bq_type = "STRING" if kind == "json" else _TYPES["bigquery"][kind]
+        return bigquery.ScalarQueryParameter(param, bq_type, value)
+
+    def _run(self, sql: str, params: list[Any]) -> list[Any]:
+        from google.api_core.exceptions import BadRequest
+        from google.cloud import bigquery
+
+        config = bigquery.QueryJobConfig(query_parameters=params)
+        for attempt in range(self.SERIALIZATION_RETRIES):
+            try:
+                return list(self._client.query(sql, job_config=config).result())
+            except BadRequest as exc:
+                # two runs updating the log at once: BigQuery aborts one DML statement; run it again
+                if "concurrent update" not in str(exc).lower() or attempt == self.SERIALIZATION_RETRIES - 1:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+        return []

@@ -32,7 +32,9 @@ Why it is built this way:
 - **Failures raise inside the resource**, so dlt commits nothing of that run: no cursor moves and no table
   changes. Throttling waits as long as the API's usage headers say, within a budget; an expired token fails
   at once with what to do. The token is sent in a header and scrubbed from every message (client.py).
-- Loaded with `loader_file_format="csv"`: PostgreSQL lands the rows with COPY.
+- Loaded with `loader_file_format="csv"`: PostgreSQL lands the rows with COPY. On BigQuery
+  (WAREHOUSE=bigquery, loaders/destinations.py) the rows go as Parquet files through load jobs, and the
+  JSON columns (targeting, actions, action_values) are STRING columns holding the same JSON text.
 """
 
 from __future__ import annotations
@@ -633,6 +635,7 @@ def load_facebook(
 
     Raises FacebookAdsError (FacebookAuthError, FacebookThrottled, FacebookApiError) with a message safe to
     print; nothing of a failed run is committed. Returns the LoadInfo and what the run did."""
+    from loaders.destinations import dlt_destination
     from loaders.processing_log import ProcessingLog, new_run_id
 
     schema = bronze_schema or bronze_schema_from_env()
@@ -662,22 +665,26 @@ def load_facebook(
     try:
         os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
         os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID", "true")
+        destination = dlt_destination(warehouse_url)
         pipeline = dlt.pipeline(
             pipeline_name=f"facebook_ads_to_{schema}",
-            destination=dlt.destinations.postgres(credentials=warehouse_url),
+            **destination.pipeline_kwargs,
             dataset_name=schema,
             pipelines_dir=pipelines_dir,
             progress=progress,
         )
         source = facebook_ads_source(stats=stats, **{k: v for k, v in overrides.items() if v is not None})
+        for resource in source.resources.values():
+            if destination.json_as_text and isinstance(resource.columns, dict):
+                resource.apply_hints(columns=destination.column_hints(resource.columns))
         if pipeline.has_pending_data:
             # an interrupted run left a complete package: finish it first, or run() would load only that
             logger.warning("finishing the load package of an interrupted run before extracting")
-            pending = pipeline.run(loader_file_format="csv")
+            pending = pipeline.run(**destination.run_kwargs)
             if pending is not None:
                 pending.raise_on_failed_jobs()
         info = pipeline.run(
-            source, loader_file_format="csv", refresh="drop_sources" if full_refresh else None
+            source, **destination.run_kwargs, refresh="drop_sources" if full_refresh else None
         )
         info.raise_on_failed_jobs()
     except PipelineStepFailed as exc:

@@ -14,7 +14,8 @@ Why it is built this way:
   reason. Only files that parse completely reach dlt, so a file that is not valid JSON goes to failed/
   whole and never half-loads. Memory is one chunk plus one batch of rows, whatever the file size.
 - **Arrow + COPY.** The staged Arrow batches go to dlt with `loader_file_format="csv"`: PostgreSQL lands them
-  with COPY; there is no row-by-row insert anywhere.
+  with COPY; there is no row-by-row insert anywhere. On BigQuery they go as Parquet files through load jobs
+  (loaders/destinations.py), JSON-typed payload columns as STRING holding the JSON text.
 - **Exactly once.** Bronze tables are merged on the payload type's primary key (a corrected file supersedes
   the rows of the old one; within one load the newest upload, then the last record of a file, wins:
   `_record_order` is dlt's dedup_sort). After the data commits, the file's content hash is registered in
@@ -46,6 +47,14 @@ from typing import Any
 import dlt
 import pyarrow as pa
 
+from loaders.destinations import (
+    BigQueryTarget,
+    column_hints_for,
+    dlt_destination,
+    pipeline_run_kwargs,
+    pipeline_warehouse_kind,
+    warehouse_kind,
+)
 from loaders.gcs.bucket import Bucket, BucketError, ObjectInfo, open_bucket
 from loaders.gcs.leases import DEFAULT_LEASE_SECONDS, Holder, Lease, LeaseManager
 from loaders.gcs.payload_types import (
@@ -355,16 +364,20 @@ def _rejects(staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime
 
 
 @dlt.source(name="gcs_payloads", max_table_nesting=0)
-def gcs_payloads_source(staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> Iterator[Any]:
-    """One bronze table per payload type present (merged on its primary key), plus `rejects`."""
+def gcs_payloads_source(
+    staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime, warehouse: str = "postgres"
+) -> Iterator[Any]:
+    """One bronze table per payload type present (merged on its primary key), plus `rejects`.
+    `warehouse` adapts the column hints (JSON columns are JSON text on BigQuery: loaders/destinations.py)."""
     by_type: dict[str, list[StagedFile]] = {}
     for staged in staged_files:
         by_type.setdefault(staged.payload_type.name, []).append(staged)
     for files in by_type.values():
         payload_type = files[0].payload_type
-        columns = {
-            c.name: c.dlt_hint(nullable=c.name not in payload_type.required) for c in payload_type.columns
-        }
+        columns = column_hints_for(
+            warehouse,
+            {c.name: c.dlt_hint(nullable=c.name not in payload_type.required) for c in payload_type.columns},
+        )
         columns.update(_lineage_hints())
         columns["_record_order"] = {"data_type": "text", "nullable": False, "dedup_sort": "desc"}
         yield dlt.resource(
@@ -648,7 +661,7 @@ class _Run:
         if self._pipeline is None:
             self._pipeline = dlt.pipeline(
                 pipeline_name=f"gcs_to_{self.bronze_schema}",
-                destination=dlt.destinations.postgres(credentials=self.warehouse_url),
+                **dlt_destination(self.warehouse_url).pipeline_kwargs,
                 dataset_name=self.bronze_schema,
                 pipelines_dir=str(self.work_dir / "dlt"),
                 progress=None,
@@ -712,14 +725,15 @@ class _Run:
 
 def load_batch(pipeline: Any, batch: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> list[str]:
     """The data load: every staged file's records and rejects, in one dlt load (Arrow -> CSV -> COPY)."""
-    info = pipeline.run(gcs_payloads_source(batch, run_id, loaded_at), loader_file_format="csv")
+    source = gcs_payloads_source(batch, run_id, loaded_at, warehouse=pipeline_warehouse_kind(pipeline))
+    info = pipeline.run(source, **pipeline_run_kwargs(pipeline))
     info.raise_on_failed_jobs()
     return list(info.loads_ids)
 
 
 def register_files(pipeline: Any, batch: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> None:
     """Marks the files' contents as loaded. Runs only after load_batch committed (see the module doc)."""
-    info = pipeline.run(gcs_registry_source(batch, run_id, loaded_at), loader_file_format="csv")
+    info = pipeline.run(gcs_registry_source(batch, run_id, loaded_at), **pipeline_run_kwargs(pipeline))
     info.raise_on_failed_jobs()
 
 
@@ -732,6 +746,8 @@ def registry_lookup(
     warehouse_url: str, bronze_schema: str, payload_type: str, content_hash: str
 ) -> tuple[str, str, Any] | None:
     """(file_name, run_id, loaded_at) of the load that registered this content, if any."""
+    if warehouse_kind(warehouse_url) == "bigquery":
+        return _bigquery_registry_lookup(warehouse_url, bronze_schema, payload_type, content_hash)
     conn = connect(warehouse_url)
     try:
         with conn.cursor() as cur:
@@ -750,6 +766,32 @@ def registry_lookup(
     finally:
         conn.close()
     return None if row is None else (row[0], row[1], row[2])
+
+
+def _bigquery_registry_lookup(
+    warehouse_url: str, dataset: str, payload_type: str, content_hash: str
+) -> tuple[str, str, Any] | None:
+    from google.cloud import bigquery
+
+    target = BigQueryTarget.from_url(warehouse_url)
+    client = target.client()
+    try:
+        if not target.table_exists(client, dataset, FILES_TABLE):
+            return None
+        job = client.query(
+            f"select file_name, run_id, loaded_at from {target.quoted(dataset, FILES_TABLE)} "
+            "where payload_type = @payload_type and content_hash = @content_hash",
+            job_config=bigquery.QueryJobConfig(
+                query_parameters=[
+                    bigquery.ScalarQueryParameter("payload_type", "STRING", payload_type),
+                    bigquery.ScalarQueryParameter("content_hash", "STRING", content_hash),
+                ]
+            ),
+        )
+        rows = list(job.result())
+    finally:
+        client.close()
+    return None if not rows else (rows[0][0], rows[0][1], rows[0][2])
 
 
 def load_gcs(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from bigquery_emulator import BigQueryEmulator
 from helpers import query  # noqa: F401  (re-exported for the tests)
 
 from loaders.embedded_postgres import EmbeddedPostgres, free_port
@@ -50,3 +51,10 @@ def fresh_databases(embedded_pg: EmbeddedPostgres, request: pytest.FixtureReques
 
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
+    """One BigQuery API emulator (bqemulator) for the whole session; see tests/python/bigquery_emulator.py."""
+    with BigQueryEmulator(tmp_path_factory.mktemp("bqemulator")) as emulator:
+        yield emulator

@@ -86,6 +86,41 @@ def test_dbt_results_reach_the_processing_log(daily_warehouse):
     assert rows == [("gold", "completed")] * 4, "one row per build of the daily warehouse (initial + 3 days)"
 
 
+def test_data_health_mart_adds_up_the_processing_log(daily_warehouse):
+    """Loader figures in gold equal the log's own rows: files for gcs, run rows for the others, per day."""
+    url = daily_warehouse["urls"]["warehouse"]
+    health = {
+        (day, component, payload_type): tuple(figures)
+        for day, component, payload_type, *figures in query(
+            url,
+            "select run_date, component, payload_type, run_count, unit_count, records_processed, "
+            "records_invalid, failed_count from daily_gold.data_health_daily where component <> 'dbt'",
+        )
+    }
+    by_hand = {
+        (day, component, payload_type): tuple(figures)
+        for day, component, payload_type, *figures in query(
+            url,
+            "select (started_at at time zone 'UTC')::date, component, coalesce(payload_type, '(run)'), "
+            "count(distinct run_id), count(*), sum(coalesce(records_processed, 0)), "
+            "sum(coalesce(records_invalid, 0)), count(*) filter (where status = 'failed') "
+            "from ops.processing_log where component <> 'dbt' "
+            "and (file_name is not null or run_id not in "
+            "(select run_id from ops.processing_log where file_name is not null)) group by 1, 2, 3",
+        )
+    }
+    assert {component for _, component, _ in health} == {"operational", "gcs", "facebook_ads"}
+    assert health == by_hand
+    ((rejects,),) = query(url, "select count(*) from bronze_gcs.rejects")
+    invalid = sum(figures[3] for (_, component, _), figures in health.items() if component == "gcs")
+    assert rejects > 0, "the sample files carry a bad record"
+    assert invalid == rejects, "every quarantined record is counted as invalid"
+    ((dbt_rows,),) = query(
+        url, "select sum(unit_count) from daily_gold.data_health_daily where component = 'dbt'"
+    )
+    assert dbt_rows > 0, "the builds before the last one are in the mart"
+
+
 def test_bronze_is_fresh(daily_warehouse):
     result = run_cli(daily_warehouse["env"], "freshness")
     assert "PASS freshness of operational.orders" in result.stdout

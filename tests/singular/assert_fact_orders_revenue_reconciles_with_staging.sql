@@ -8,6 +8,8 @@ with
 fact_orders as (
 
     select * from {{ ref('fact_orders') }}
+    -- every day: fact_orders requires a partition filter on BigQuery
+    where {{ all_partitions('order_date') }}
 
 ),
 

@@ -1,4 +1,7 @@
--- Current state of every customer still present at the source. No personal columns.
+-- Current state of every customer still present at the source. Personal columns (meta personal: true in
+-- staging) only as keyed pseudonyms (macros/pii.sql): equal e-mails / phones give equal pseudonyms, so
+-- BI can count and match contacts without reading them. Erased customers (warehouse erase-customer,
+-- docs/lgpd.md) have neither name nor CNPJ.
 with
 
 customers as (
@@ -7,25 +10,40 @@ customers as (
 
 ),
 
+customer_contacts as (
+
+    select
+        customer_id,
+        email,
+        phone
+    from {{ ref('stg_operational__customers') }}
+
+),
+
 final as (
 
     select
-        cast(customer_id as {{ dbt.type_bigint() }}) as customer_id,
-        cast(customer_name as {{ dbt.type_string() }}) as customer_name,
-        cast(cnpj as {{ dbt.type_string() }}) as cnpj,
-        cast(city as {{ dbt.type_string() }}) as city,
-        cast(uf as {{ dbt.type_string() }}) as uf,
-        cast(state_name as {{ dbt.type_string() }}) as state_name,
-        cast(region as {{ dbt.type_string() }}) as region,
-        cast(tier as {{ dbt.type_string() }}) as tier,
-        cast(credit_limit as {{ dbt.type_numeric() }}) as credit_limit,
-        cast(payment_terms as {{ dbt.type_string() }}) as payment_terms,
-        cast(customer_status as {{ dbt.type_string() }}) as status,
-        cast(signup_date as date) as signup_date,
-        cast(created_at as {{ dbt.type_timestamp() }}) as created_at,
-        cast(updated_at as {{ dbt.type_timestamp() }}) as updated_at
+        cast(customers.customer_id as {{ dbt.type_bigint() }}) as customer_id,
+        cast(customers.customer_name as {{ dbt.type_string() }}) as customer_name,
+        cast(customers.cnpj as {{ dbt.type_string() }}) as cnpj,
+        cast({{ pseudonymise('customer_contacts.email') }} as {{ dbt.type_string() }}) as email_pseudonym,
+        cast({{ pseudonymise('customer_contacts.phone') }} as {{ dbt.type_string() }}) as phone_pseudonym,
+        cast(customers.customer_name is null as {{ dbt.type_boolean() }}) as is_erased,
+        cast(customers.city as {{ dbt.type_string() }}) as city,
+        cast(customers.uf as {{ dbt.type_string() }}) as uf,
+        cast(customers.state_name as {{ dbt.type_string() }}) as state_name,
+        cast(customers.region as {{ dbt.type_string() }}) as region,
+        cast(customers.tier as {{ dbt.type_string() }}) as tier,
+        cast(customers.credit_limit as {{ dbt.type_numeric() }}) as credit_limit,
+        cast(customers.payment_terms as {{ dbt.type_string() }}) as payment_terms,
+        cast(customers.customer_status as {{ dbt.type_string() }}) as status,
+        cast(customers.signup_date as date) as signup_date,
+        cast(customers.created_at as {{ dbt.type_timestamp() }}) as created_at,
+        cast(customers.updated_at as {{ dbt.type_timestamp() }}) as updated_at
 
     from customers
+    left join customer_contacts
+        on customers.customer_id = customer_contacts.customer_id
 
 )
 

@@ -1,26 +1,38 @@
+{%- set deleted_keys = {'order_item_id': 'order_items', 'order_id': 'orders'} -%}
 {{
     config(
         materialized='incremental',
         unique_key='order_item_id',
-        incremental_strategy='merge',
         on_schema_change='append_new_columns',
+        incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'merge'),
+        partition_by={'field': 'order_date', 'data_type': 'date', 'granularity': 'day'},
+        cluster_by=['customer_id', 'product_id'],
+        require_partition_filter=var('fact_orders_require_partition_filter', true),
+        labels={'layer': 'gold', 'domain': 'sales'},
         indexes=[
             {'columns': ['order_item_id'], 'unique': true},
             {'columns': ['order_date']},
             {'columns': ['customer_id']},
         ],
-        post_hook=[
-            "{{ delete_rows_missing_upstream(this, ref('int_order_lines_joined'), 'order_item_id') }}",
-        ],
+        post_hook=(
+            [] if target.type == 'bigquery'
+            else ["{{ delete_rows_deleted_at_source(this, {'order_item_id': 'order_items', 'order_id': 'orders'}) }}"]
+        ),
     )
 }}
 
 {#
-    Incremental: re-process every line whose order or item landed in bronze (loaded_at, not the source's
-    updated_at: late updates carry an older updated_at but a new _loaded_at) at or after
-    max(loaded_at) already in the table minus var('fact_orders_lookback_hours'); merge on order_item_id.
-    Hard deletes: the post-hook deletes lines no longer present upstream. Result = a full refresh.
+    Incremental: the lines whose order or item landed in bronze (loaded_at) since the last run, minus
+    var('fact_orders_lookback_hours') (macros/incremental/loaded_since_last_run.sql).
+      - PostgreSQL: merged on order_item_id; the post-hook deletes the lines whose item or order the loader
+        lists in source_deletions (hard deletes).
+      - BigQuery: partitioned by order_date, clustered by customer_id, product_id; insert_overwrite rewrites
+        only the days holding a changed line, a line that moved away, or a hard-deleted line, each with all
+        its current lines (macros/incremental/rows_to_rewrite.sql). Queries must filter on order_date.
+    Result = a full refresh, on both.
 #}
+
+-- depends_on: {{ ref('stg_operational__source_deletions') }}
 
 with
 
@@ -28,17 +40,23 @@ order_lines as (
 
     select * from {{ ref('int_order_lines_joined') }}
 
+),
+
+changed_lines as (
+
+    select * from order_lines
     {% if is_incremental() %}
-        where loaded_at >= (
-            select
-                {{ dbt.dateadd(
-                    'hour',
-                    -1 * var('fact_orders_lookback_hours'),
-                    'coalesce(max(loaded_at), ' ~ dbt.cast("'1900-01-01'", dbt.type_timestamp()) ~ ')',
-                ) }}
-            from {{ this }}
-        )
+        where {{ loaded_since_last_run('fact_orders_lookback_hours', partition_column='order_date') }}
     {% endif %}
+
+),
+
+lines_to_write as (
+
+    {{ rows_to_rewrite(
+        'changed_lines', 'order_lines', 'order_item_id', 'order_date',
+        partitions_of_rows_deleted_at_source(this, deleted_keys, 'order_date'),
+    ) }}
 
 ),
 
@@ -63,7 +81,7 @@ final as (
         cast(source_updated_at as {{ dbt.type_timestamp() }}) as source_updated_at,
         cast(loaded_at as {{ dbt.type_timestamp() }}) as loaded_at
 
-    from order_lines
+    from lines_to_write
 
 )
 

@@ -2,8 +2,11 @@
     config(
         materialized='incremental',
         unique_key='interaction_id',
-        incremental_strategy='merge',
         on_schema_change='append_new_columns',
+        incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'merge'),
+        partition_by={'field': 'interaction_date', 'data_type': 'date', 'granularity': 'day'},
+        cluster_by=['customer_id', 'channel', 'interaction_type'],
+        labels={'layer': 'gold', 'domain': 'customer_service'},
         indexes=[
             {'columns': ['interaction_id'], 'unique': true},
             {'columns': ['interaction_date']},
@@ -21,6 +24,9 @@
         a customer was deleted or changed its CNPJ): the match depends on the ERP's customers, not only
         on the payload, so it is compared with the table's on every run.
     Bronze never deletes a key, so nothing is deleted here. Result = a full refresh.
+    PostgreSQL merges those rows on interaction_id; BigQuery (partitioned by interaction_date, clustered by
+    customer_id, channel, interaction_type) rewrites with insert_overwrite only the days they are in, or were
+    in, each with all its current rows (macros/incremental/rows_to_rewrite.sql).
 #}
 
 with
@@ -45,7 +51,7 @@ interactions as (
 
 {% endif %}
 
-to_process as (
+changed_interactions as (
 
     select interactions.*
     from interactions
@@ -54,19 +60,17 @@ to_process as (
         left join existing
             on interactions.interaction_id = existing.interaction_id
         where
-            interactions.loaded_at >= (
-                select
-                    {{ dbt.dateadd(
-                        'hour',
-                        -1 * var('fact_customer_interactions_lookback_hours'),
-                        'coalesce(max(loaded_at), ' ~ dbt.cast("'1900-01-01'", dbt.type_timestamp()) ~ ')',
-                    ) }}
-                from {{ this }}
-            )
+            interactions.{{ loaded_since_last_run('fact_customer_interactions_lookback_hours') }}
             or existing.interaction_id is null
             or coalesce(interactions.customer_id, -1) != coalesce(existing.customer_id, -1)
             or coalesce(interactions.customer_cnpj, '') != coalesce(existing.customer_cnpj, '')
     {% endif %}
+
+),
+
+to_process as (
+
+    {{ rows_to_rewrite('changed_interactions', 'interactions', 'interaction_id', 'interaction_date') }}
 
 ),
 

@@ -2,8 +2,11 @@
     config(
         materialized='incremental',
         unique_key='inventory_snapshot_id',
-        incremental_strategy='merge',
         on_schema_change='append_new_columns',
+        incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'merge'),
+        partition_by={'field': 'snapshot_date', 'data_type': 'date', 'granularity': 'day'},
+        cluster_by=['product_id', 'warehouse_id'],
+        labels={'layer': 'gold', 'domain': 'inventory'},
         indexes=[
             {'columns': ['inventory_snapshot_id'], 'unique': true},
             {'columns': ['snapshot_date']},
@@ -18,6 +21,9 @@
     table minus var('fact_inventory_snapshots_lookback_hours'), those not in the table yet, and those
     whose product match by SKU changed since they were merged (a product created, deleted or re-coded in
     the ERP). Bronze never deletes a key, so nothing is deleted here. Result = a full refresh.
+    PostgreSQL merges those rows on inventory_snapshot_id; BigQuery (partitioned by snapshot_date, clustered
+    by product_id, warehouse_id) rewrites with insert_overwrite only the days they are in, each with all its
+    current rows (macros/incremental/rows_to_rewrite.sql).
 #}
 
 with
@@ -41,7 +47,7 @@ snapshots as (
 
 {% endif %}
 
-to_process as (
+changed_snapshots as (
 
     select snapshots.*
     from snapshots
@@ -50,18 +56,16 @@ to_process as (
         left join existing
             on snapshots.inventory_snapshot_id = existing.inventory_snapshot_id
         where
-            snapshots.loaded_at >= (
-                select
-                    {{ dbt.dateadd(
-                        'hour',
-                        -1 * var('fact_inventory_snapshots_lookback_hours'),
-                        'coalesce(max(loaded_at), ' ~ dbt.cast("'1900-01-01'", dbt.type_timestamp()) ~ ')',
-                    ) }}
-                from {{ this }}
-            )
+            snapshots.{{ loaded_since_last_run('fact_inventory_snapshots_lookback_hours') }}
             or existing.inventory_snapshot_id is null
             or coalesce(snapshots.product_id, -1) != coalesce(existing.product_id, -1)
     {% endif %}
+
+),
+
+to_process as (
+
+    {{ rows_to_rewrite('changed_snapshots', 'snapshots', 'inventory_snapshot_id', 'snapshot_date') }}
 
 ),
 

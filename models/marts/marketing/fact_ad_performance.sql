@@ -2,8 +2,11 @@
     config(
         materialized='incremental',
         unique_key=['ad_id', 'date_day'],
-        incremental_strategy='merge',
         on_schema_change='append_new_columns',
+        incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'merge'),
+        partition_by={'field': 'date_day', 'data_type': 'date', 'granularity': 'day'},
+        cluster_by=['campaign_id', 'ad_id'],
+        labels={'layer': 'gold', 'domain': 'marketing'},
         indexes=[
             {'columns': ['ad_id', 'date_day'], 'unique': true},
             {'columns': ['date_day']},
@@ -16,8 +19,10 @@
     Daily performance per ad (grain: ad_id, date_day). Incremental: re-process the insight rows that landed
     in bronze (loaded_at) at or after max(loaded_at) already in the table minus
     var('fact_ad_performance_lookback_hours') (0 is safe: `>=` re-reads the newest load, and restated days
-    land with a new loaded_at); merge on (ad_id, date_day). Insight rows are never deleted by the API, so
-    no delete post-hook.
+    land with a new loaded_at). PostgreSQL merges them on (ad_id, date_day); BigQuery (partitioned by
+    date_day, clustered by campaign_id, ad_id) rewrites with insert_overwrite only the days they are in, each
+    with all its current rows (macros/incremental/rows_to_rewrite.sql). Insight rows are never deleted by
+    the API, so no delete post-hook.
     Conversions / conversion value: the action types of var('facebook_conversion_action_types') /
     var('facebook_revenue_action_types') (default purchase only: the aliases overlap).
 #}
@@ -27,22 +32,24 @@
 
 with
 
-insights as (
+all_insights as (
 
     select * from {{ ref('stg_facebook_ads__ad_insights') }}
 
+),
+
+changed_insights as (
+
+    select * from all_insights
     {% if is_incremental() %}
-    where
-        loaded_at >= (
-            select
-                {{ dbt.dateadd(
-                    'hour',
-                    -1 * var('fact_ad_performance_lookback_hours'),
-                    'coalesce(max(loaded_at), ' ~ dbt.cast("'1900-01-01'", dbt.type_timestamp()) ~ ')',
-                ) }}
-            from {{ this }}
-        )
+        where {{ loaded_since_last_run('fact_ad_performance_lookback_hours') }}
     {% endif %}
+
+),
+
+insights as (
+
+    {{ rows_to_rewrite('changed_insights', 'all_insights', ['ad_id', 'date_day'], 'date_day') }}
 
 ),
 

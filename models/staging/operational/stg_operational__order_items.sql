@@ -6,35 +6,11 @@ source as (
 
 ),
 
-source_deletions as (
-
-    select
-        table_name,
-        id
-    from {{ source('operational', 'source_deletions') }}
-    where table_name in ('order_items', 'orders')
-
-),
-
 not_deleted as (
 
     -- an item is gone when it was hard-deleted itself, or when its order was
     -- (order_items.order_id references orders on delete cascade in the source)
-    select source.*
-    from source
-    where
-        not exists (
-            select 1 from source_deletions
-            where
-                source_deletions.table_name = 'order_items'
-                and source_deletions.id = source.id
-        )
-        and not exists (
-            select 1 from source_deletions
-            where
-                source_deletions.table_name = 'orders'
-                and source_deletions.id = source.order_id
-        )
+    {{ exclude_deleted_at_source('source', 'order_items', also_deleted_with={'order_id': 'orders'}) }}
 
 ),
 

@@ -6,21 +6,9 @@ source as (
 
 ),
 
-deleted_ids as (
-
-    select id from {{ source('operational', 'source_deletions') }}
-    where table_name = 'suppliers'
-
-),
-
 not_deleted as (
 
-    select source.*
-    from source
-    where not exists (
-        select 1 from deleted_ids
-        where deleted_ids.id = source.id
-    )
+    {{ exclude_deleted_at_source('source', 'suppliers') }}
 
 ),
 

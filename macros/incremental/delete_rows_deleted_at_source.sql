@@ -1,0 +1,33 @@
+{#
+    Hard deletes in an incremental fact merged on its key (PostgreSQL): delete the rows whose key, or whose
+    parent's key, the operational loader lists in source_deletions (ids in bronze but gone from the source).
+    Narrow: it reads the deletion list and the target's key index, never an anti-join over the whole table.
+    `deleted_keys`: {column of the target: source table_name in source_deletions}, e.g.
+    {'order_item_id': 'order_items', 'order_id': 'orders'} (an order's deletion cascades to its lines).
+    On BigQuery the facts rewrite the partitions of deleted rows instead (rows_to_rewrite), so no hook.
+#}
+{% macro delete_rows_deleted_at_source(target_relation, deleted_keys) -%}
+    delete from {{ target_relation }}
+    where
+    {%- for column, table_name in deleted_keys.items() %}
+        {% if not loop.first %}or {% endif %}{{ column }} in (
+            select deleted_record_id from {{ ref('stg_operational__source_deletions') }}
+            where deleted_table_name = '{{ table_name }}'
+        )
+    {%- endfor %}
+{%- endmacro %}
+
+{# The partition values (on `partition_column`) of the target's rows listed in source_deletions. #}
+{% macro partitions_of_rows_deleted_at_source(target_relation, deleted_keys, partition_column) -%}
+    select {{ partition_column }} from {{ target_relation }}
+    where
+        {{ all_partitions(partition_column) }}
+        and (
+        {%- for column, table_name in deleted_keys.items() %}
+            {% if not loop.first %}or {% endif %}{{ column }} in (
+                select deleted_record_id from {{ ref('stg_operational__source_deletions') }}
+                where deleted_table_name = '{{ table_name }}'
+            )
+        {%- endfor %}
+        )
+{%- endmacro %}
