@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--project", required=True)
     parser.add_argument("--log-level", default="warning")
+    # gs:// URIs of load jobs resolve to files under this folder (a filesystem-backed GCS emulator's root)
+    parser.add_argument("--gcs-local-root", default=None)
     args = parser.parse_args()
     engine.DuckDBEngine._load_spatial = _skip_spatial  # type: ignore[method-assign]
     create_table_schema_ctas._first_select = _first_select_through_parentheses
@@ -108,6 +110,7 @@ def main() -> None:
         metrics_enabled=False,
         log_level=LogLevel(args.log_level),
         log_format=LogFormat.CONSOLE,
+        **({"gcs_local_root": args.gcs_local_root} if args.gcs_local_root else {}),
     )
     run_forever(settings)
 

@@ -74,6 +74,9 @@ class BigQueryEmulator:
         self.endpoint = f"http://127.0.0.1:{self.rest_port}"
         self.grpc_endpoint = f"127.0.0.1:{self.grpc_port}"
         self.log_path = self.work_dir / "bqemulator.log"
+        # load jobs read gs://bucket/x from gcs_local_root/bucket/x: a filesystem-backed fake-gcs-server rooted
+        # here makes dlt's staging="filesystem" loads work offline (test_bigquery_loaders.py)
+        self.gcs_local_root = self.work_dir / "gcs"
         self._process: subprocess.Popen[bytes] | None = None
         self._client: Any = None
 
@@ -82,6 +85,7 @@ class BigQueryEmulator:
     def start(self, timeout: float = 60.0) -> BigQueryEmulator:
         python = ensure_installed()
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.gcs_local_root.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BQEMU_", "GOOGLE_", "BIGQUERY_"))}
         # the emulator's own tmp files (upload staging) stay in the test's folder
         env["TMPDIR"] = str(self.work_dir)
@@ -96,6 +100,8 @@ class BigQueryEmulator:
                     str(self.grpc_port),
                     "--project",
                     self.project,
+                    "--gcs-local-root",
+                    str(self.gcs_local_root),
                 ],
                 cwd=self.work_dir,
                 env=env,
