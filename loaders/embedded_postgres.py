@@ -71,8 +71,12 @@ class EmbeddedPostgres:
                     "set WAREHOUSE_PG_PORT to a free port"
                 )
             _chown(self.data_dir, run_as)
+            # the Unix socket lives in the private data folder; a path longer than the kernel's 107-byte limit
+            # (deep test or CI folders) would stop the server, so it then listens on TCP only
+            socket_path = f"{self.pgdata}/.s.PGSQL.{self.port}"
+            socket_dir = str(self.pgdata) if len(socket_path.encode()) <= 100 else "''"
             options = (
-                f"-h {self.host} -p {self.port} -k {self.pgdata} "
+                f"-h {self.host} -p {self.port} -k {socket_dir} "
                 "-c max_connections=100 -c shared_buffers=256MB -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_wal_size=4GB"
             )

@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 from helpers import query, run_cli
 
-from loaders.embedded_postgres import free_port
+from loaders.embedded_postgres import EmbeddedPostgres, free_port
 
 
 @pytest.fixture()
@@ -48,6 +48,19 @@ def test_embedded_server_lifecycle(embedded_env, tmp_path):
     run_cli(embedded_env, "down")
     with pytest.raises(psycopg2.OperationalError):
         psycopg2.connect(url, connect_timeout=3).close()
+
+
+def test_embedded_server_starts_in_a_folder_too_deep_for_a_unix_socket(tmp_path):
+    """Socket paths are limited to 107 bytes: a deep state folder (CI, xdist workers) still gets a server."""
+    deep = tmp_path / ("state-" + "d" * 60) / ("nested-" + "e" * 60)
+    server = EmbeddedPostgres(deep, port=free_port())
+    assert len(f"{server.pgdata}/.s.PGSQL.{server.port}") > 107
+    server.start()
+    try:
+        assert query(server.url("warehouse"), "select 1") == [(1,)]
+    finally:
+        server.stop()
+    assert not server.is_running()
 
 
 def test_port_taken_by_another_program_gives_a_clear_error(embedded_env, embedded_pg):
