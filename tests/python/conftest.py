@@ -58,12 +58,3 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQ
     """One BigQuery API emulator (bqemulator) for the whole session; see tests/python/bigquery_emulator.py."""
     with BigQueryEmulator(tmp_path_factory.mktemp("bqemulator")) as emulator:
         yield emulator
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under `pytest -n N --dist loadgroup`, keep each module on one worker (unless it names a group of its own),
-    so a module-scoped warehouse is built once, not once per worker."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))

@@ -25,6 +25,9 @@ from helpers import cli_env, query, run_cli
 
 from loaders.operational import generator
 
+# its module-scoped warehouse is built once: keep the module on one xdist worker
+pytestmark = pytest.mark.xdist_group("bigquery_daily")
+
 AS_OF = dt.date(2026, 6, 30)
 SCALE = generator.Scale(
     customers=40, suppliers=5, products=25, order_lines=800, history_days=45, warehouses=2

@@ -22,6 +22,9 @@ from loaders.gcs import write_sample_files
 from loaders.gcs.pipeline import layout_key
 from loaders.operational import generator
 
+# its module-scoped warehouse is built once: keep the module on one xdist worker
+pytestmark = pytest.mark.xdist_group("gcs_pipeline")
+
 AS_OF = dt.date(2026, 6, 30)
 NEXT_DAY = AS_OF + dt.timedelta(days=1)
 SCALE = generator.Scale(customers=60, suppliers=6, products=30, order_lines=1_500, history_days=60)

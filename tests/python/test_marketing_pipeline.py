@@ -20,6 +20,9 @@ from loaders.facebook.graph_double import serve
 from loaders.facebook.pipeline import load_facebook
 from loaders.operational import generator
 
+# its module-scoped warehouse is built once: keep the module on one xdist worker
+pytestmark = pytest.mark.xdist_group("marketing_pipeline")
+
 AS_OF = dt.date(2026, 6, 30)
 FIRST_TODAY = AS_OF - dt.timedelta(days=7)
 SCALE = generator.Scale(

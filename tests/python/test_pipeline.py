@@ -14,6 +14,9 @@ from helpers import columns, fingerprint, query, run_cli
 
 from loaders.operational import generator
 
+# its module-scoped warehouse is built once: keep the module on one xdist worker
+pytestmark = pytest.mark.xdist_group("e2e_daily")
+
 AS_OF = dt.date(2026, 6, 30)
 SCALE = generator.Scale(customers=150, suppliers=12, products=80, order_lines=12_000, history_days=180)
 GOLD_TABLES = (
