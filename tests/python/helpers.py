@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 
@@ -99,3 +100,20 @@ def bronze_matches_source(
         )
         result[table] = (source, bronze)
     return result
+
+
+def interaction(n: int, **overrides: Any) -> dict[str, Any]:
+    """A valid customer_interactions record; an override of `...` drops the field."""
+    record = {
+        "interaction_id": f"INT-{n:05d}",
+        "customer_cnpj": "11222333000181",
+        "channel": "whatsapp",
+        "type": "inquiry",
+        "started_at": "2026-06-30T09:15:00",
+        "resolved": True,
+        "resolved_at": "2026-06-30T09:27:30",
+        "resolution_time_minutes": 12.5,
+        "agent_type": "ai",
+    }
+    record.update(overrides)
+    return {k: v for k, v in record.items() if v is not ...}

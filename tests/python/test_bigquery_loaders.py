@@ -16,9 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from decimal import Decimal
@@ -27,7 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import make_databases
-from helpers import OPERATIONAL_TABLES, PROJECT_DIR, query
+from helpers import OPERATIONAL_TABLES, PROJECT_DIR, interaction, query
 
 from loaders import cli
 from loaders.config import dbt_env, load_settings
@@ -435,22 +432,6 @@ def test_processing_log_on_bigquery_writes_updates_reads_and_redacts(bq, tmp_pat
 # -- GCS payloads ------------------------------------------------------------------------------------------------
 
 
-def interaction(n: int, **overrides: Any) -> dict[str, Any]:
-    record = {
-        "interaction_id": f"INT-{n:05d}",
-        "customer_cnpj": "11222333000181",
-        "channel": "whatsapp",
-        "type": "inquiry",
-        "started_at": "2026-06-30T09:15:00",
-        "resolved": True,
-        "resolved_at": "2026-06-30T09:27:30",
-        "resolution_time_minutes": 12.5,
-        "agent_type": "ai",
-    }
-    record.update(overrides)
-    return record
-
-
 def test_gcs_loader_on_bigquery_lands_records_rejects_registry_and_log_exactly_once(
     bq, gcs_bucket_url, tmp_path
 ):
@@ -563,57 +544,13 @@ def test_facebook_loader_on_bigquery_matches_the_api_and_reruns_change_nothing(b
 # -- staging through GCS ---------------------------------------------------------------------------------------
 
 
-def filesystem_gcs_emulator(log_dir: Path, root: Path) -> Any:
-    """fake-gcs-server storing objects as plain files under `root` (object `b/x/y` at `root/b/x/y`): the folder
-    the BigQuery emulator resolves `gs://` load URIs under, so a load job reads what dlt staged."""
-    from gcs_emulator import GcsEmulator  # here: the module is also this file's pytest plugin
-
-    class FilesystemGcsEmulator(GcsEmulator):
-        """The session's GcsEmulator, with the filesystem backend instead of memory."""
-
-        def __init__(self, log_dir: Path, root: Path) -> None:
-            super().__init__(log_dir)
-            self.root = root
-
-        def start(self) -> None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("wb") as log:
-                self._process = subprocess.Popen(
-                    [
-                        str(self.binary),
-                        "-scheme", "http",
-                        "-backend", "filesystem",
-                        "-filesystem-root", str(self.root),
-                        "-host", "127.0.0.1",
-                        "-port", str(self.port),
-                        "-external-url", self.url,
-                        "-log-level", "warn",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )  # fmt: skip
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    raise RuntimeError(f"fake-gcs-server exited: {self.log_path.read_text()[-2000:]}")
-                try:
-                    with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1):
-                        return
-                except (urllib.error.URLError, OSError):
-                    time.sleep(0.05)
-            self.stop()
-            raise RuntimeError("fake-gcs-server did not answer within 20 s")
-
-    return FilesystemGcsEmulator(log_dir, root)
-
-
 @pytest.fixture()
 def staging_bucket(bigquery_emulator, tmp_path, monkeypatch) -> str:
-    """A bucket of a GCS emulator whose objects the BigQuery emulator can load from (filesystem_gcs_emulator)."""
-    root = getattr(bigquery_emulator, "gcs_local_root", None)
-    if root is None:
-        pytest.skip("the BigQuery emulator harness has no gcs_local_root: gs:// load jobs cannot be emulated")
-    emulator = filesystem_gcs_emulator(tmp_path, Path(root))
+    """A bucket the BigQuery emulator can load from: fake-gcs-server storing its objects as files under the
+    folder where the BigQuery emulator resolves gs:// load URIs."""
+    from gcs_emulator import GcsEmulator  # here: the module is also this file's pytest plugin
+
+    emulator = GcsEmulator(tmp_path, filesystem_root=bigquery_emulator.gcs_local_root)
     emulator.start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PROJECT_DIR, query
+from helpers import PROJECT_DIR, interaction, query
 
 from loaders.gcs import pipeline as gcs_pipeline
 from loaders.gcs.bucket import BucketUnreachableError, open_bucket
@@ -32,22 +32,6 @@ pytest_plugins = ["gcs_emulator"]
 CI = "customer_interactions"
 INV = "inventory_snapshots"
 NFE = "supplier_invoices"
-
-
-def interaction(n: int, **overrides: Any) -> dict[str, Any]:
-    record = {
-        "interaction_id": f"INT-{n:05d}",
-        "customer_cnpj": "11222333000181",
-        "channel": "whatsapp",
-        "type": "inquiry",
-        "started_at": "2026-06-30T09:15:00",
-        "resolved": True,
-        "resolved_at": "2026-06-30T09:27:30",
-        "resolution_time_minutes": 12.5,
-        "agent_type": "ai",
-    }
-    record.update(overrides)
-    return {k: v for k, v in record.items() if v is not ...}
 
 
 def ndjson(records: list[Any]) -> bytes:
