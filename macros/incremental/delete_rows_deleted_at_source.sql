@@ -8,13 +8,7 @@
 #}
 {% macro delete_rows_deleted_at_source(target_relation, deleted_keys) -%}
     delete from {{ target_relation }}
-    where
-    {%- for column, table_name in deleted_keys.items() %}
-        {% if not loop.first %}or {% endif %}{{ column }} in (
-            select deleted_record_id from {{ ref('stg_operational__source_deletions') }}
-            where deleted_table_name = '{{ table_name }}'
-        )
-    {%- endfor %}
+    where {{ listed_in_source_deletions(deleted_keys) }}
 {%- endmacro %}
 
 {# The partition values (on `partition_column`) of the target's rows listed in source_deletions. #}
@@ -22,12 +16,15 @@
     select {{ partition_column }} from {{ target_relation }}
     where
         {{ all_partitions(partition_column) }}
-        and (
-        {%- for column, table_name in deleted_keys.items() %}
-            {% if not loop.first %}or {% endif %}{{ column }} in (
-                select deleted_record_id from {{ ref('stg_operational__source_deletions') }}
-                where deleted_table_name = '{{ table_name }}'
-            )
-        {%- endfor %}
+        and ({{ listed_in_source_deletions(deleted_keys) }})
+{%- endmacro %}
+
+{# True for a row whose key, or whose parent's key, source_deletions lists (`deleted_keys` as above). #}
+{% macro listed_in_source_deletions(deleted_keys) -%}
+    {%- for column, table_name in deleted_keys.items() %}
+        {% if not loop.first %}or {% endif %}{{ column }} in (
+            select deleted_record_id from {{ ref('stg_operational__source_deletions') }}
+            where deleted_table_name = '{{ table_name }}'
         )
+    {%- endfor %}
 {%- endmacro %}
