@@ -295,6 +295,9 @@ def dlt_destination(warehouse_url: str) -> DltDestination:
     """The dlt destination, staging and file format for a warehouse URL (see the module doc)."""
     import dlt
 
+    # The load files live seconds on local disk before COPY reads them: gzip would cost a third of the
+    # load's CPU time and save nothing (Parquet compresses inside the file anyway).
+    os.environ.setdefault("DATA_WRITER__DISABLE_COMPRESSION", "true")
     kind = warehouse_kind(warehouse_url)
     if kind == "postgres":
         return DltDestination(

@@ -44,6 +44,7 @@ _WHITESPACE = re.compile(rb"[ \t\r\n]*+")
 _ARRAY_SCALAR = re.compile(rb'[^,\]\[{}"\s]*+')
 _LINE = re.compile(rb"[^\r\n]*+")
 _OPEN = frozenset(b"[{")
+_UNPARSED = object()  # a record the splitter found but did not parse
 
 
 class MalformedFile(ValueError):
@@ -99,8 +100,8 @@ def iter_records(
         content = gzip.GzipFile(fileobj=buffered, mode="rb")
     splitter = _Splitter(content, chunk_bytes, max_record_bytes, digest)
     try:
-        for number, (offset, raw) in enumerate(splitter.values(), start=1):
-            yield number, offset, raw, _parse(raw, number, offset)
+        for number, (offset, raw, value) in enumerate(splitter.values(), start=1):
+            yield number, offset, raw, parse_record(raw, number, offset) if value is _UNPARSED else value
         while buffered.read(chunk_bytes):  # hash every stored byte, even after the last record
             pass
     except (OSError, EOFError, zlib.error) as exc:
@@ -111,7 +112,8 @@ def iter_records(
     digest.stored_bytes = hashing.size
 
 
-def _parse(raw: bytes, number: int, offset: int) -> Any:
+def parse_record(raw: bytes, number: int, offset: int) -> Any:
+    """The record's value; MalformedFile (naming the record and byte) if it is not valid JSON."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -214,13 +216,35 @@ class _Splitter:
             return self._string_end(self.pos)
         return self._token_end(self.pos, _ARRAY_SCALAR if in_array else _LINE)
 
-    def _emit(self, end: int) -> tuple[int, bytes]:
+    def _emit(self, end: int, value: Any = None) -> tuple[int, bytes, Any]:
         raw = bytes(self.buf[self.pos : end]).rstrip()
         offset = self.base + self.pos
         self.pos = end
-        return offset, raw
+        return offset, raw, _UNPARSED if value is None else value
 
-    def values(self) -> Iterator[tuple[int, bytes]]:
+    def _whole_line(self) -> tuple[int, bytes, Any] | None:
+        """NDJSON's common case: the rest of the line is exactly one JSON value (proven by parsing it),
+        which is then the value the bracket scan would find. None when it is not (a pretty-printed value
+        spanning lines, a number orjson cannot read): the caller scans brackets instead."""
+        while True:
+            end = self.buf.find(b"\n", self.pos)
+            if end != -1 or self.eof:
+                break
+            if len(self.buf) - self.pos > self.max_record or not self._fill(
+                at_least=len(self.buf) - self.pos
+            ):
+                return None
+        end = len(self.buf) if end == -1 else end
+        line = bytes(self.buf[self.pos : end]).rstrip(b" \t\r")
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None
+        offset = self.base + self.pos
+        self.pos = end
+        return offset, line, value
+
+    def values(self) -> Iterator[tuple[int, bytes, Any]]:
         while len(self.buf) < len(BOM) and self._fill():
             pass
         if self.buf.startswith(BOM):
@@ -235,13 +259,39 @@ class _Splitter:
             self.digest.format = "object"
             count = 0
             while self._skip_ws():
+                for record in self._whole_lines():
+                    count += 1
+                    yield record
+                if not self._skip_ws():
+                    break
                 count += 1
-                if count == 2:
-                    self.digest.format = "ndjson"
-                yield self._emit(self._value_end(in_array=False))
+                line = self._whole_line()
+                yield line if line is not None else self._emit(self._value_end(in_array=False))
                 self._compact()
+            if count >= 2:
+                self.digest.format = "ndjson"
 
-    def _array(self) -> Iterator[tuple[int, bytes]]:
+    def _whole_lines(self) -> Iterator[tuple[int, bytes, Any]]:
+        """Every complete line in the buffer that is exactly one JSON value, in one pass (NDJSON's hot
+        loop); stops before the first line that is not, leaving it to the value-by-value scan."""
+        last = self.buf.rfind(b"\n", self.pos)
+        if last == -1:
+            return
+        start, base = self.pos, self.base
+        position = 0
+        for line in bytes(self.buf[start:last]).split(b"\n"):
+            raw = line.strip(b" \t\r")
+            if raw:
+                try:
+                    value = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    self.pos = start + position
+                    return
+                yield base + start + position + len(line) - len(line.lstrip(b" \t\r")), raw, value
+            position += len(line) + 1
+        self.pos = last
+
+    def _array(self) -> Iterator[tuple[int, bytes, Any]]:
         self.pos += 1
         after_comma = False
         while True:

@@ -1,6 +1,6 @@
 -- One row per order line with its order header attributes. A line changes when either its item row
 -- or its order row changes, hence loaded_at = the later of the two bronze _loaded_at values.
--- Materialized as a view: fact_orders' hard-delete post-hook reads it.
+-- A view: fact_orders filters it on loaded_at (incremental) and reads it whole on a full refresh.
 with
 
 order_items as (

@@ -176,8 +176,8 @@ def test_bulk_path_is_arrow_csv_copy(gcs, monkeypatch):
     seen: list[str] = []
     original = gcs_pipeline.load_batch
 
-    def spy(pipeline, batch, run_id, loaded_at):
-        load_ids = original(pipeline, batch, run_id, loaded_at)
+    def spy(pipeline, batch, run_id, loaded_at, *rest):
+        load_ids = original(pipeline, batch, run_id, loaded_at, *rest)
         for package in pipeline.last_trace.last_load_info.load_packages:
             seen.extend(Path(job.file_path).name for job in package.jobs["completed_jobs"])
         return load_ids
@@ -189,6 +189,15 @@ def test_bulk_path_is_arrow_csv_copy(gcs, monkeypatch):
     assert {n.split(".")[0] for n in data_jobs} == {CI}
     assert all(".csv" in n for n in data_jobs), data_jobs
     assert not [n for n in seen if "insert_values" in n and not n.startswith("_dlt")]
+    # keys bronze does not hold yet were appended: no merge statement ran for the table
+    assert not [n for n in seen if n.startswith(CI) and n.endswith(".sql")], seen
+
+    seen.clear()  # a key bronze already holds: merged, the newer record wins, nothing duplicated
+    gcs.put(CI, "b.json", [interaction(7, channel="email"), interaction(50)])
+    gcs.run()
+    assert [n for n in seen if n.startswith(CI) and n.endswith(".sql")], seen
+    assert gcs.count(CI) == 51
+    assert gcs.rows(f"select channel from bronze_gcs.{CI} where interaction_id = 'INT-00007'") == [("email",)]
 
 
 def test_three_payload_types_including_deep_nesting(gcs):
@@ -501,14 +510,20 @@ RUNNER = textwrap.dedent(
                 die()
             return copy(self)
         pg.PostgresCsvCopyJob.run = run
-    elif crash == "after_first_merge":  # inside dlt's load: one table merged, the rest not
+    elif crash == "after_first_table":  # inside dlt's load: one table written, the rest not
+        from dlt.destinations.impl.postgres import postgres as pg
         from dlt.destinations.job_client_impl import SqlLoadJob
-        merge = SqlLoadJob.run
-        def run(self):
+        merge, copy = SqlLoadJob.run, pg.PostgresCsvCopyJob.run
+        def run_merge(self):  # a merge: the table's rows are in bronze
             merge(self)
             if "customer_interactions" in os.path.basename(self._file_path):
                 die()
-        SqlLoadJob.run = run
+        def run_copy(self):  # a first load is appended: the COPY itself wrote bronze
+            copy(self)
+            if self.load_table_name == "customer_interactions":
+                die()
+        SqlLoadJob.run = run_merge
+        pg.PostgresCsvCopyJob.run = run_copy
     result = p.load_gcs(sys.argv[1], sys.argv[2], work_dir=sys.argv[3], lease_seconds=float(sys.argv[4]))
     print(json.dumps({"run_id": result.run_id, "statuses": [f.status for f in result.files]}))
     """
@@ -541,7 +556,7 @@ def expected_state(h: Harness) -> tuple:
     )
 
 
-@pytest.mark.parametrize("crash", ["before_move", "before_registry", "during_copy", "after_first_merge"])
+@pytest.mark.parametrize("crash", ["before_move", "before_registry", "during_copy", "after_first_table"])
 def test_a_crash_anywhere_is_repaired_by_the_next_run_without_duplicates(gcs, crash):
     gcs.put(CI, "a.ndjson", ndjson([interaction(1), interaction(2), {"oops": True}]))
     gcs.put(CI, "b.json", [interaction(3, channel="web")])
