@@ -16,7 +16,8 @@ the same records, valid and invalid, and requires identical rows.
 
 Payload types whose configuration uses anything outside the subset (JSON Schema keywords such as
 `format` or `additionalProperties`, nested schemas that can hide undeclared fields) are not eligible at
-all: their records go record by record, as before. `eligibility_reason()` says why.
+all: their records go record by record, as before; `bulk_validator()` says why, and the processing log
+records it per file (`details.validation`).
 """
 
 from __future__ import annotations
@@ -176,10 +177,7 @@ class ChunkValidator:
     @classmethod
     def for_type(cls, payload_type: PayloadType, processor: RecordProcessor) -> ChunkValidator | None:
         """The type's bulk validator, or None when its configuration is outside the fast path's subset."""
-        try:
-            return cls(payload_type, processor)
-        except _Ineligible:
-            return None
+        return bulk_validator(payload_type, processor)[0]
 
     # compilation ----------------------------------------------------------------------------------
 
@@ -246,7 +244,6 @@ class ChunkValidator:
                 checks.append("(" + " or ".join(predicates) + ")")
             else:
                 checks.append("((" + ") + (".join(f"cast({p} as integer)" for p in predicates) + ")) = 1")
-        self.checks = checks
         paths_sql = "[" + ", ".join(_json_path(path) for path in paths) + "]"
         items_sql = "".join(f", {expr} as items_{_identifier(name)}" for name, expr in array_items.items())
         return (
@@ -392,6 +389,16 @@ class ChunkValidator:
         return value
 
 
+def bulk_validator(
+    payload_type: PayloadType, processor: RecordProcessor
+) -> tuple[ChunkValidator | None, str]:
+    """(the validator, "bulk") or (None, why the type is validated record by record)."""
+    try:
+        return ChunkValidator(payload_type, processor), "bulk"
+    except _Ineligible as exc:
+        return None, f"record by record: {exc}"
+
+
 _ISO_SECONDS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
 _HOUR_US = 3_600 * 1_000_000
 
@@ -460,7 +467,7 @@ def _connection() -> Any:
     if _CONNECTION is None:
         import duckdb
 
-        _CONNECTION = duckdb.connect(config={"threads": 2})
+        _CONNECTION = duckdb.connect(config={"threads": 2, "memory_limit": "512MB"})
     return _CONNECTION
 
 

@@ -61,7 +61,7 @@ from loaders.destinations import (
 )
 from loaders.dlt_fast_paths import dlt_fast_paths
 from loaders.gcs.bucket import Bucket, BucketError, ObjectInfo, open_bucket
-from loaders.gcs.fast_path import ChunkValidator
+from loaders.gcs.fast_path import bulk_validator
 from loaders.gcs.leases import DEFAULT_LEASE_SECONDS, Holder, Lease, LeaseManager
 from loaders.gcs.payload_types import (
     DriftFailure,
@@ -175,6 +175,7 @@ class StagedFile:
     records_rejected: int = 0
     drift: Counter[str] = field(default_factory=Counter)
     reject_reasons: Counter[str] = field(default_factory=Counter)
+    validation: str = ""  # "bulk", or why the type is validated record by record (fast_path.py)
     lease: Lease | None = None
     entry: LogEntry | None = None
 
@@ -192,6 +193,7 @@ class StagedFile:
             "compressed": self.digest.compressed,
             "format": self.digest.format,
             "new_fields": drift,
+            "validation": self.validation,
         }
         if len(self.drift) > MAX_DRIFT_KEYS_LOGGED:
             details["new_fields_not_listed"] = len(self.drift) - MAX_DRIFT_KEYS_LOGGED
@@ -284,7 +286,7 @@ def stage_file(
         rejects_path=work_dir / f"{stem}.rejects.arrow",
     )
     processor = payload_type.processor()
-    fast = ChunkValidator.for_type(payload_type, processor)
+    fast, staged.validation = bulk_validator(payload_type, processor)
     data = _BatchWriter(staged.data_path, _data_schema(payload_type))
     rejects = _BatchWriter(staged.rejects_path, _REJECTS_SCHEMA)
 
@@ -799,9 +801,10 @@ def load_batch(
 
 def new_keys_only(warehouse_url: str, bronze_schema: str, batch: list[StagedFile]) -> frozenset[str]:
     """The payload types of the batch whose primary keys are unique within the batch and absent from
-    bronze (PostgreSQL). For them a plain append lands exactly what the merge would. The check reads the
-    keys back from the staged files and compares them in the warehouse (a COPY of the keys into a
-    temporary table and one join), which costs far less than the merge's staging copy and delete."""
+    bronze (PostgreSQL). For them a plain append lands exactly what the merge would. The keys are read back
+    from the staged files one Arrow batch at a time and COPYed into a temporary table, where PostgreSQL
+    checks both (memory stays one batch, whatever the files' size); that costs far less than the merge's
+    staging copy and delete."""
     by_type: dict[str, list[StagedFile]] = {}
     for staged in batch:
         by_type.setdefault(staged.payload_type.name, []).append(staged)
@@ -810,46 +813,58 @@ def new_keys_only(warehouse_url: str, bronze_schema: str, batch: list[StagedFile
     conn.autocommit = False  # the temporary key table lives for one transaction
     try:
         for name, files in by_type.items():
-            key = list(files[0].payload_type.primary_key)
-            parts = [t.select(key) for f in files for t in _read_staged(f.data_path)]
-            if not parts:
-                continue
-            keys = pa.concat_tables(parts)
-            if keys.group_by(key).aggregate([]).num_rows != keys.num_rows:
-                continue  # a key twice in the batch: the merge's dedup decides which record wins
-            if _keys_absent(conn, bronze_schema, name, keys):
+            if _keys_new(conn, bronze_schema, files[0].payload_type, files):
                 result.add(name)
     finally:
         conn.close()
     return frozenset(result)
 
 
-def _keys_absent(conn: Any, schema: str, table: str, keys: pa.Table) -> bool:
+_SQL_TYPES = {
+    "text": "text",
+    "bigint": "bigint",
+    "double": "double precision",
+    "decimal": "numeric",
+    "boolean": "boolean",
+    "timestamp": "timestamptz",
+    "date": "date",
+    "json": "text",
+}
+
+
+def _keys_new(conn: Any, schema: str, payload_type: PayloadType, files: list[StagedFile]) -> bool:
     import pyarrow.csv as pacsv
 
-    with conn.cursor() as cur:
-        cur.execute("select to_regclass(%s)", (f'"{schema}"."{table}"',))
-        if cur.fetchone()[0] is None:
-            conn.rollback()
-            return True
-        cur.execute(f'select not exists (select 1 from "{schema}"."{table}")')
-        if cur.fetchone()[0]:
-            conn.rollback()
-            return True
-        columns = ", ".join(f'"{c}"' for c in keys.column_names)
-        cur.execute(
-            f'create temp table new_keys on commit drop as select {columns} from "{schema}"."{table}" limit 0'
-        )
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(keys, sink, pacsv.WriteOptions(include_header=False))
-        cur.copy_expert(
-            f"copy new_keys ({columns}) from stdin with (format csv)", pa.BufferReader(sink.getvalue())
-        )
-        join = " and ".join(f'b."{c}" = k."{c}"' for c in keys.column_names)
-        cur.execute(f'select not exists (select 1 from "{schema}"."{table}" b join new_keys k on {join})')
-        absent = bool(cur.fetchone()[0])
-    conn.rollback()
-    return absent
+    key = list(payload_type.primary_key)
+    types = {c.name: _SQL_TYPES[c.type] for c in payload_type.columns}
+    columns = ", ".join(f'"{c}"' for c in key)
+    bronze = f'"{schema}"."{payload_type.table_name}"'
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "create temp table new_keys ("
+                + ", ".join(f'"{c}" {types[c]}' for c in key)
+                + ") on commit drop"
+            )
+            for staged in files:
+                for part in _read_staged(staged.data_path):
+                    sink = pa.BufferOutputStream()
+                    pacsv.write_csv(part.select(key), sink, pacsv.WriteOptions(include_header=False))
+                    cur.copy_expert(
+                        f"copy new_keys ({columns}) from stdin with (format csv)",
+                        pa.BufferReader(sink.getvalue()),
+                    )
+            cur.execute(f"select exists (select 1 from new_keys group by {columns} having count(*) > 1)")
+            if cur.fetchone()[0]:
+                return False  # a key twice in the batch: the merge's dedup decides which record wins
+            cur.execute("select to_regclass(%s)", (bronze,))
+            if cur.fetchone()[0] is None:
+                return True
+            join = " and ".join(f'b."{c}" = k."{c}"' for c in key)
+            cur.execute(f"select not exists (select 1 from {bronze} b join new_keys k on {join})")
+            return bool(cur.fetchone()[0])
+    finally:
+        conn.rollback()
 
 
 def register_files(pipeline: Any, batch: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> None:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.xdist_group("lgpd_warehouse")
 
 FORBIDDEN_SCHEMAS = (
     "bronze_operational",
-    "bronze_operational_staging",
+    "bronze_facebook_ads_staging",  # dlt's merge staging (first loads of the other sources append: none)
     "bronze_gcs",
     "bronze_facebook_ads",
     f"{PREFIX}_silver",

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pytest
 from helpers import interaction
 
-from loaders.gcs.fast_path import ChunkValidator, _vector_time
-from loaders.gcs.payload_types import _CONVERTERS, InvalidRecord, load_payload_types
+from loaders.gcs.fast_path import ChunkValidator, _vector_time, bulk_validator
+from loaders.gcs.payload_types import _CONVERTERS, InvalidRecord, load_payload_types, payload_type_from_dict
 from loaders.gcs.pipeline import _data_schema
 from loaders.gcs.reader import FileDigest, iter_records, parse_record
 
@@ -101,8 +101,24 @@ def in_bulk_rows(type_name: str, raws: list[bytes]) -> list[dict[str, Any]]:
 def test_eligibility_follows_the_configuration():
     assert ChunkValidator.for_type(TYPES["customer_interactions"], TYPES["customer_interactions"].processor())
     assert ChunkValidator.for_type(TYPES["inventory_snapshots"], TYPES["inventory_snapshots"].processor())
-    # nested schemas with properties can hide undeclared nested fields: record by record
-    assert ChunkValidator.for_type(TYPES["supplier_invoices"], TYPES["supplier_invoices"].processor()) is None
+    # nested schemas with properties can hide undeclared nested fields: record by record, and it says why
+    validator, why = bulk_validator(TYPES["supplier_invoices"], TYPES["supplier_invoices"].processor())
+    assert validator is None and why == "record by record: nested schemas that can hold undeclared fields"
+    with_format = payload_type_from_dict(
+        {
+            "name": "events",
+            "primary_key": ["id"],
+            "columns": {"id": "text", "at": "timestamp"},
+            "json_schema": {
+                "type": "object",
+                "properties": {"at": {"type": "string", "format": "date-time"}},
+            },
+        }
+    )
+    assert bulk_validator(with_format, with_format.processor()) == (
+        None,
+        "record by record: JSON Schema keyword(s) ['format']",
+    )
 
 
 INTERACTION_CASES: list[tuple[Any, bool]] = [  # (record or raw bytes, expected to be accepted in bulk)

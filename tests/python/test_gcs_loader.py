@@ -165,6 +165,7 @@ def test_every_format_lands_with_raw_json_and_lineage(backend, request):
                           "array.json.gz"}  # fmt: skip
     assert all(f["status"] == "completed" and f["layer"] == "bronze" for f in files.values())
     assert files["lines.ndjson.gz"]["details"]["compressed"] is True
+    assert {f["details"]["validation"] for f in files.values()} == {"bulk"}  # checked in bulk (fast_path.py)
     assert files["2026/06/30/array.json"]["records_loaded"] == 2
     run = h.run_row(result.run_id)
     assert (run["status"], run["records_processed"], run["records_loaded"]) == ("completed", 7, 7)
