@@ -32,12 +32,15 @@ def raw(record: Any) -> bytes:
     return json.dumps(record, ensure_ascii=False).encode()
 
 
-def one_by_one(
-    type_name: str, raws: list[bytes]
-) -> tuple[list[dict[str, Any]], list[tuple[int, str]], Counter[str]]:
+Outcome = tuple[list[dict[str, Any]], list[tuple[int, str]], Counter[str]]
+
+
+def record_by_record(type_name: str, raws: list[bytes], numbers: list[int]) -> Outcome:
+    """The per-record path (RecordProcessor), rows typed as the staged Arrow file types them."""
     processor = TYPES[type_name].processor()
     rows, rejects, drift = [], [], Counter()
-    for number, data in enumerate(raws, start=1):
+    for number in numbers:
+        data = raws[number - 1]
         try:
             values, undeclared = processor.process(parse_record(data, number, 0))
         except InvalidRecord as exc:
@@ -50,32 +53,22 @@ def one_by_one(
     return table.to_pylist(), rejects, drift
 
 
+def one_by_one(type_name: str, raws: list[bytes]) -> Outcome:
+    return record_by_record(type_name, raws, list(range(1, len(raws) + 1)))
+
+
 def in_bulk(
     type_name: str, raws: list[bytes]
 ) -> tuple[list[dict[str, Any]], list[tuple[int, str]], Counter[str], int]:
+    """The bulk path, with what it leaves to the per-record path (as stage_file does)."""
     payload_type = TYPES[type_name]
-    processor = payload_type.processor()
-    validator = ChunkValidator.for_type(payload_type, processor)
+    validator = ChunkValidator.for_type(payload_type, payload_type.processor())
     assert validator is not None, f"{type_name} should be eligible for the bulk path"
     result = validator.accept(raws, list(range(1, len(raws) + 1)))
     bulk = result.accepted.cast(_data_schema(payload_type)).to_pylist()
-    rows, rejects, drift = list(bulk), [], Counter(result.drift)
-    for position in result.rest:
-        number, data = position + 1, raws[position]
-        try:
-            values, undeclared = processor.process(parse_record(data, number, 0))
-        except InvalidRecord as exc:
-            rejects.append((number, str(exc)))
-            continue
-        drift.update(undeclared)
-        schema = _data_schema(payload_type)
-        rows.extend(
-            pa.Table.from_pylist(
-                [dict(zip(schema.names, [*values, data.decode(), number], strict=True))], schema=schema
-            ).to_pylist()
-        )
-    rows.sort(key=lambda r: r["_record_number"])
-    return rows, rejects, drift, len(bulk)
+    rows, rejects, drift = record_by_record(type_name, raws, [position + 1 for position in result.rest])
+    rows = sorted([*bulk, *rows], key=lambda r: r["_record_number"])
+    return rows, rejects, drift + Counter(result.drift), len(bulk)
 
 
 def assert_same(type_name: str, raws: list[bytes], expect_bulk: set[int]) -> None:
