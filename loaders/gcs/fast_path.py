@@ -174,11 +174,6 @@ class ChunkValidator:
         self._eligible_keys: dict[str, tuple[bool, tuple[str, ...]]] = {}
         self.sql = self._compile()
 
-    @classmethod
-    def for_type(cls, payload_type: PayloadType, processor: RecordProcessor) -> ChunkValidator | None:
-        """The type's bulk validator, or None when its configuration is outside the fast path's subset."""
-        return bulk_validator(payload_type, processor)[0]
-
     # compilation ----------------------------------------------------------------------------------
 
     def _compile(self) -> str:
@@ -349,6 +344,7 @@ class ChunkValidator:
         converters, so the two paths cannot differ. Rows whose conversion fails are returned."""
         failed: set[int] = set()
         columns: list[pa.Array] = []
+        records: dict[int, Any] = {}  # parsed once per record, whatever its number of JSON columns
         for column in self.columns:
             values = accepted.column(f"c_{column.name}")
             if column.type in ("text", "bigint", "double", "boolean"):
@@ -370,7 +366,7 @@ class ChunkValidator:
                     out[row] = None
             for row in todo:
                 try:
-                    value = self._python_value(column, texts[row], raws, positions[row])
+                    value = self._python_value(column, texts[row], raws, positions[row], records)
                     out[row] = convert(value, column, self.processor.tz)
                 except (InvalidRecord, ValueError):
                     failed.add(row)
@@ -378,12 +374,16 @@ class ChunkValidator:
         return columns, failed
 
     @staticmethod
-    def _python_value(column: Column, text: str, raws: Sequence[bytes], position: int) -> Any:
+    def _python_value(
+        column: Column, text: str, raws: Sequence[bytes], position: int, records: dict[int, Any]
+    ) -> Any:
         if column.type in ("timestamp", "date"):
             return text
         if column.type == "decimal":  # the number as the per-record path's parser reads it
             return int(text) if not any(c in text for c in ".eE") else float(text)
-        value = orjson.loads(raws[position])  # json: the sub-value exactly as the record's parse gives it
+        if position not in records:  # json: the sub-value exactly as the record's parse gives it
+            records[position] = orjson.loads(raws[position])
+        value = records[position]
         for part in column.path:
             value = value[part]
         return value

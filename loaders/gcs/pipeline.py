@@ -248,11 +248,7 @@ class _BatchWriter:
             [pa.array(col, type=f.type) for col, f in zip(self.columns, self.schema, strict=True)],
             schema=self.schema,
         )
-        if self._writer is None:
-            self._writer = pa.ipc.new_stream(
-                str(self.path), self.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
-            )
-        self._writer.write_batch(batch)
+        self._write(pa.Table.from_batches([batch]))
         self.columns = [[] for _ in self.schema]
         self.rows = 0
         self.raw_bytes = 0
@@ -260,11 +256,14 @@ class _BatchWriter:
     def write_table(self, table: pa.Table) -> None:
         """Rows accepted in bulk (loaders/gcs/fast_path.py), already typed."""
         self.flush()
+        self._write(table.cast(self.schema))
+
+    def _write(self, table: pa.Table) -> None:
         if self._writer is None:
             self._writer = pa.ipc.new_stream(
                 str(self.path), self.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
             )
-        self._writer.write_table(table.cast(self.schema), max_chunksize=BATCH_ROWS)
+        self._writer.write_table(table, max_chunksize=BATCH_ROWS)
 
     def close(self) -> None:
         self.flush()
@@ -411,6 +410,13 @@ def _rejects(staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime
             yield _with_lineage(table, staged, run_id, loaded_at)
 
 
+def _by_type(staged_files: list[StagedFile]) -> dict[str, list[StagedFile]]:
+    by_type: dict[str, list[StagedFile]] = {}
+    for staged in staged_files:
+        by_type.setdefault(staged.payload_type.name, []).append(staged)
+    return by_type
+
+
 @dlt.source(name="gcs_payloads", max_table_nesting=0)
 def gcs_payloads_source(
     staged_files: list[StagedFile],
@@ -423,10 +429,7 @@ def gcs_payloads_source(
     `warehouse` adapts the column hints (JSON columns are JSON text on BigQuery: loaders/destinations.py).
     Types in `append_types` carry only keys bronze does not hold yet, each once (new_keys_only()): they
     are appended, which lands the same rows as the merge without its staging copy and delete."""
-    by_type: dict[str, list[StagedFile]] = {}
-    for staged in staged_files:
-        by_type.setdefault(staged.payload_type.name, []).append(staged)
-    for files in by_type.values():
+    for files in _by_type(staged_files).values():
         payload_type = files[0].payload_type
         columns = column_hints_for(
             warehouse,
@@ -805,14 +808,11 @@ def new_keys_only(warehouse_url: str, bronze_schema: str, batch: list[StagedFile
     from the staged files one Arrow batch at a time and COPYed into a temporary table, where PostgreSQL
     checks both (memory stays one batch, whatever the files' size); that costs far less than the merge's
     staging copy and delete."""
-    by_type: dict[str, list[StagedFile]] = {}
-    for staged in batch:
-        by_type.setdefault(staged.payload_type.name, []).append(staged)
     result = set()
     conn = connect(warehouse_url)
     conn.autocommit = False  # the temporary key table lives for one transaction
     try:
-        for name, files in by_type.items():
+        for name, files in _by_type(batch).items():
             if _keys_new(conn, bronze_schema, files[0].payload_type, files):
                 result.add(name)
     finally:

@@ -224,28 +224,6 @@ class _Splitter:
         self.pos = end
         return offset, raw, _UNPARSED
 
-    def _whole_line(self) -> tuple[int, bytes, Any] | None:
-        """NDJSON's common case: the rest of the line is exactly one JSON value (proven by parsing it),
-        which is then the value the bracket scan would find. None when it is not (a pretty-printed value
-        spanning lines, a number orjson cannot read): the caller scans brackets instead."""
-        while True:
-            end = self.buf.find(b"\n", self.pos)
-            if end != -1 or self.eof:
-                break
-            if len(self.buf) - self.pos > self.max_record or not self._fill(
-                at_least=len(self.buf) - self.pos
-            ):
-                return None
-        end = len(self.buf) if end == -1 else end
-        line = bytes(self.buf[self.pos : end]).rstrip(b" \t\r")
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return None
-        offset = self.base + self.pos
-        self.pos = end
-        return offset, line, value
-
     def values(self) -> Iterator[tuple[int, bytes, Any]]:
         while len(self.buf) < len(BOM) and self._fill():
             pass
@@ -266,9 +244,8 @@ class _Splitter:
                     yield record
                 if not self._skip_ws():
                     break
-                count += 1
-                line = self._whole_line()
-                yield line if line is not None else self._emit(self._value_end(in_array=False))
+                count += 1  # a line that is not one value, or the last, incomplete line of the buffer
+                yield self._emit(self._value_end(in_array=False))
                 self._compact()
             if count >= 2:
                 self.digest.format = "ndjson"

@@ -303,13 +303,12 @@ def load_operational(
                 pipeline.normalize()
                 pipeline.load().raise_on_failed_jobs()
             # decided after the resume above, which may have filled a table; a full refresh drops every table
-            append_tables = (
-                set()
-                if not append_when_empty
-                else set(TABLES)
-                if full_refresh and destination.kind == "postgres"
-                else empty_bronze_tables(warehouse_url, bronze_schema, TABLES)
-            )
+            if not append_when_empty:
+                append_tables: set[str] = set()
+            elif full_refresh and destination.kind == "postgres":
+                append_tables = set(TABLES)
+            else:
+                append_tables = empty_bronze_tables(warehouse_url, bronze_schema, TABLES)
             source = operational_source(
                 credentials=operational_url,
                 warehouse_credentials=warehouse_url,

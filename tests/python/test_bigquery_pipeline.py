@@ -25,9 +25,9 @@ from helpers import cli_env, query, run_cli
 
 from loaders.operational import generator
 
-# its module-scoped warehouse is built once: keep the module on one xdist worker
-# One worker builds the three daily runs on the emulator once (~8 min idle); a busy machine can double that,
-# and pytest-timeout counts the module fixture's set-up against its first test.
+# its module-scoped warehouse is built once: keep the module on one xdist worker. Building the three daily
+# runs on the emulator takes ~8 min idle, a busy machine can double that, and pytest-timeout counts the
+# module fixture's set-up against its first test.
 pytestmark = [pytest.mark.xdist_group("bigquery_daily"), pytest.mark.timeout(2400)]
 
 AS_OF = dt.date(2026, 6, 30)

@@ -62,7 +62,7 @@ def in_bulk(
 ) -> tuple[list[dict[str, Any]], list[tuple[int, str]], Counter[str], int]:
     """The bulk path, with what it leaves to the per-record path (as stage_file does)."""
     payload_type = TYPES[type_name]
-    validator = ChunkValidator.for_type(payload_type, payload_type.processor())
+    validator, _why = bulk_validator(payload_type, payload_type.processor())
     assert validator is not None, f"{type_name} should be eligible for the bulk path"
     result = validator.accept(raws, list(range(1, len(raws) + 1)))
     bulk = result.accepted.cast(_data_schema(payload_type)).to_pylist()
@@ -86,14 +86,15 @@ def assert_same(type_name: str, raws: list[bytes], expect_bulk: set[int]) -> Non
 
 def in_bulk_rows(type_name: str, raws: list[bytes]) -> list[dict[str, Any]]:
     payload_type = TYPES[type_name]
-    validator = ChunkValidator.for_type(payload_type, payload_type.processor())
+    validator, _why = bulk_validator(payload_type, payload_type.processor())
     assert validator is not None
     return validator.accept(raws, list(range(1, len(raws) + 1))).accepted.to_pylist()
 
 
 def test_eligibility_follows_the_configuration():
-    assert ChunkValidator.for_type(TYPES["customer_interactions"], TYPES["customer_interactions"].processor())
-    assert ChunkValidator.for_type(TYPES["inventory_snapshots"], TYPES["inventory_snapshots"].processor())
+    for name in ("customer_interactions", "inventory_snapshots"):
+        validator, why = bulk_validator(TYPES[name], TYPES[name].processor())
+        assert isinstance(validator, ChunkValidator) and why == "bulk"
     # nested schemas with properties can hide undeclared nested fields: record by record, and it says why
     validator, why = bulk_validator(TYPES["supplier_invoices"], TYPES["supplier_invoices"].processor())
     assert validator is None and why == "record by record: nested schemas that can hold undeclared fields"
@@ -261,3 +262,29 @@ def test_common_time_spellings_are_converted_without_python():
     assert converted.to_pylist()[0] == dt.datetime(2026, 6, 30, 12, 15, tzinfo=dt.UTC)
     dates, done = _vector_time(pa.chunked_array([["2026-06-30", "2026-02-30", "20260630"]]), "date", None)
     assert done == [True, False, False] and dates.to_pylist()[0] == dt.date(2026, 6, 30)
+
+
+def test_decimal_and_json_columns_bulk_equals_record_by_record():
+    TYPES["orders_feed"] = payload_type_from_dict(
+        {
+            "name": "orders_feed",
+            "primary_key": ["id"],
+            "columns": {
+                "id": "text",
+                "amount": {"type": "decimal", "precision": 10, "scale": 2},
+                "meta": "json",
+                "tags": "json",
+            },
+        }
+    )
+    cases = [
+        (b'{"id": "a", "amount": 10.5, "meta": {"x": [1, 2.50, "\\u00e9"]}, "tags": ["v"]}', True),
+        (b'{"id": "b", "amount": 1e3, "meta": null}', True),
+        (b'{"id": "c", "amount": 12, "meta": {"deep": {"n": 123456789012}}, "tags": []}', True),
+        (b'{"id": "d", "amount": 10.555}', False),  # more decimals than the scale
+        (b'{"id": "e", "amount": 123456789012}', False),  # beyond the precision
+        (b'{"id": "f", "amount": "10.50"}', False),
+        (b'{"id": "g", "meta": {"nul": "\\u0000"}}', False),
+        (b'{"id": "h", "amount": 0.1, "tags": {"a": 1}, "meta": {"a": 1}}', True),
+    ]
+    assert_same("orders_feed", [c for c, _ in cases], {n for n, (_, b) in enumerate(cases, 1) if b})
