@@ -9,8 +9,10 @@ Stages (each timed `--runs` times, median reported):
   operational  operational Postgres -> bronze (`load_operational`, full load into an empty schema)
                vs. `COPY (select * from t) TO STDOUT` piped into `COPY t FROM STDIN` (two connections)
   facebook     the Graph API double (loaders/facebook/graph_double.py) -> bronze, full back-fill
-  dbt          `dbt build --full-refresh`, a no-op `dbt build`, then incremental `dbt build`s after
-               +0.1 %, +1 %, +10 % new or changed orders (loaded by the operational loader first);
+  dbt          `dbt build --full-refresh`, then the nightly job of `warehouse run` (loaders/nightly.py:
+               `dbt source freshness`, then `dbt build` of what changed since the previous night's
+               state): a no-op night, then nights after +0.1 %, +1 %, +10 % new or changed orders
+               (loaded by the operational loader first);
                model time (sum of the models' execution_time in run_results.json) is reported apart
                from the wall time, whose remainder is dbt's fixed cost (start-up, parsing, tests).
 
@@ -90,7 +92,11 @@ def _child_gcs_loader(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
-    """DuckDB read_json -> CSV file -> psycopg2 COPY: the engines' own bulk paths, nothing else."""
+    """DuckDB read_json -> CSV file -> psycopg2 COPY: the engines' own bulk paths, nothing else.
+
+    With `with_record_json`, every row also carries its record as JSON text, as bronze keeps `_raw_json`:
+    the same engines' speed for bronze's bytes, the ceiling of any loader that loses nothing.
+    """
     import duckdb
     import psycopg2
 
@@ -108,8 +114,11 @@ def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
         else:
             select.append(quoted)
             ddl.append(f"{quoted} {_pg_type(kind)}")
+    if args.get("with_record_json"):
+        select.append("cast(to_json(record) as varchar) as _raw_json")
+        ddl.append("_raw_json text")
     csv_path = Path(args["work_dir"]) / "raw.csv"
-    con.execute(f"copy (select {', '.join(select)} from {source}) to '{csv_path}' (header false)")
+    con.execute(f"copy (select {', '.join(select)} from {source} as record) to '{csv_path}' (header false)")
     con.close()
     conn = psycopg2.connect(args["warehouse_url"])
     try:
@@ -378,7 +387,7 @@ class Bench:
             files.append(path)
             json_bytes += size
         say(f"gcs: {n_files} file(s), {json_bytes / 2**20:,.0f} MiB of NDJSON")
-        loader, raw = [], []
+        loader, raw, raw_json = [], [], []
         for run in range(self.args.runs):
             bucket = self.work_dir / f"gcs-bucket-{run}"
             pending = bucket / "datalake/payload_data/pending" / GCS_TYPE
@@ -413,12 +422,27 @@ class Bench:
             raw.append(_with_rates(result, json_bytes))
             say(f"gcs raw path run {run + 1}: {result['seconds']:.1f}s, {result['rows']:,} rows")
             self.query(self.warehouse_url, f"drop table if exists public.bench_gcs_raw_{run}")
+            result = run_child(
+                "gcs_raw",
+                {
+                    "files": [str(p) for p in files],
+                    "warehouse_url": self.warehouse_url,
+                    "table": f"public.bench_gcs_raw_json_{run}",
+                    "work_dir": str(self.work_dir),
+                    "with_record_json": True,
+                },
+                self.log_dir,
+            )
+            raw_json.append(_with_rates(result, json_bytes))
+            say(f"gcs raw path + record JSON run {run + 1}: {result['seconds']:.1f}s")
+            self.query(self.warehouse_url, f"drop table if exists public.bench_gcs_raw_json_{run}")
         shutil.rmtree(source_dir)
         self.results["gcs"] = {
             "input_bytes": json_bytes,
             "files": n_files,
             "loader": _summary(loader),
             "raw": _summary(raw),
+            "raw_with_record_json": _summary(raw_json),
         }
 
     def stage_operational(self) -> None:
@@ -511,13 +535,17 @@ class Bench:
                 f"warehouse {' '.join(args)} failed:\n{process.stdout[-3000:]}{process.stderr[-3000:]}"
             )
 
-    def _dbt(self, *args: str) -> dict[str, Any]:
-        """One `dbt ...` invocation: wall time, and the nodes' own times from run_results.json."""
+    def _settings(self) -> Any:
         os.environ.update({k: v for k, v in self._cli_env().items() if k not in ("PATH",)})
-        from loaders.cli import dbt_environment
         from loaders.config import load_settings
 
-        settings = load_settings()
+        return load_settings()
+
+    def _dbt(self, *args: str, check: bool = True) -> dict[str, Any]:
+        """One `dbt ...` invocation: wall time, and the nodes' own times from run_results.json."""
+        from loaders.cli import dbt_environment
+
+        settings = self._settings()
         env = dbt_environment(settings)
         dbt = Path(sys.executable).with_name("dbt")
         started = time.monotonic()
@@ -526,6 +554,8 @@ class Bench:
         )
         wall = time.monotonic() - started
         (self.log_dir / "dbt.log").open("a").write(process.stdout + process.stderr)
+        if not check:
+            return {"seconds": wall, "returncode": process.returncode}
         if process.returncode != 0:
             raise RuntimeError(f"dbt {' '.join(args)} failed:\n{process.stdout[-4000:]}")
         results = json.loads((settings.dbt_target_dir / "run_results.json").read_text())
@@ -547,6 +577,43 @@ class Bench:
             "fixed_seconds": max(0.0, wall - executed),
             "models": models,
         }
+
+    def _freshness(self) -> float:
+        """`dbt source freshness` as the nightly job runs it (loaders/nightly.py): stale sources are fine."""
+        (self._settings().dbt_target_dir / "sources.json").unlink(missing_ok=True)
+        return self._dbt("source", "freshness", check=False)["seconds"]
+
+    def _save_nightly_state(self) -> None:
+        """This build becomes the previous night of the next one, as after a successful `warehouse run`."""
+        from loaders.nightly import dbt_target, nightly_state_dir, save_state, state_identity
+
+        settings = self._settings()
+        target = dbt_target(settings)
+        save_state(
+            settings.dbt_target_dir, nightly_state_dir(settings, target), state_identity(settings, target)
+        )
+
+    def _nightly(self) -> dict[str, Any]:
+        """One night of `warehouse run`'s dbt step: freshness, then the build loaders.nightly plans from the
+        previous night's state (the same function `warehouse run` calls), then the state is advanced."""
+        from loaders.nightly import dbt_target, nightly_state_dir, plan_nightly, state_identity
+
+        freshness = self._freshness()
+        settings = self._settings()
+        target = dbt_target(settings)
+        plan = plan_nightly(
+            nightly_state_dir(settings, target),
+            settings.dbt_target_dir,
+            state_identity(settings, target),
+            command=self.args.dbt_command,
+            within=self.args.dbt_select,
+        )
+        if not plan.incremental:
+            raise RuntimeError(f"the nightly job would build everything: {plan.reason}")
+        result = self._dbt(*plan.dbt_args)
+        self._save_nightly_state()
+        result.update(freshness_seconds=freshness, selection=plan.selection, selection_reason=plan.reason)
+        return result
 
     def change_orders(self, fraction: float) -> dict[str, int]:
         """+fraction of the orders: half of them changed (status, notes, updated_at), half new (copies of
@@ -649,7 +716,10 @@ class Bench:
         runs_per_step = self.args.dbt_runs or self.args.runs
         full, noop = [], []
         for run in range(runs_per_step):
+            self._freshness()  # the full refresh is the first night: its state is the next night's baseline
             full.append(self._dbt(self.args.dbt_command, "--full-refresh", *select))
+            full[-1]["selection"] = self.args.dbt_select or "(all)"
+            self._save_nightly_state()
             say(
                 f"dbt full refresh run {run + 1}: {full[-1]['seconds']:.1f}s, models {full[-1]['model_seconds']:.1f}s"
             )
@@ -661,10 +731,10 @@ class Bench:
         self.age_loads(DAY_HOURS)
         self.change_orders(self.args.levels[0])
         self._cli("load", "operational", *([] if self.args.dbt_select else ["facebook"]))
-        self._dbt(self.args.dbt_command, *select)
+        self._nightly()
         for run in range(runs_per_step):
             self.age_loads(DAY_HOURS)
-            noop.append(self._dbt(self.args.dbt_command, *select))
+            noop.append(self._nightly())
             say(
                 f"dbt no-op run {run + 1}: {noop[-1]['seconds']:.1f}s, models {noop[-1]['model_seconds']:.1f}s"
             )
@@ -675,7 +745,7 @@ class Bench:
                 self.age_loads(DAY_HOURS)
                 changes = self.change_orders(fraction)
                 self._cli("load", "operational")
-                result = self._dbt(self.args.dbt_command, *select)
+                result = self._nightly()
                 result["changes"] = changes
                 runs.append(result)
                 say(
@@ -758,6 +828,10 @@ def _dbt_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "fixed_seconds",
     )
     summary: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in keys}
+    if "freshness_seconds" in runs[0]:  # the nightly job's `dbt source freshness`, apart from the build
+        summary["freshness_seconds"] = statistics.median(r["freshness_seconds"] for r in runs)
+    summary["selection"] = runs[0].get("selection", "(all)")
+    summary["models_built"] = len(runs[len(runs) // 2]["models"])
     slowest = sorted(runs[len(runs) // 2]["models"].items(), key=lambda kv: -kv[1])[:8]
     summary["slowest_models"] = dict(slowest)
     summary["runs"] = [{k: v for k, v in r.items() if k != "models"} for r in runs]
@@ -771,9 +845,12 @@ def _level(fraction: float) -> str:
 def headline(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "gcs" in results:
-        out["gcs_to_bronze_vs_raw"] = (
-            results["gcs"]["loader"]["mib_per_second"] / results["gcs"]["raw"]["mib_per_second"]
-        )
+        gcs = results["gcs"]
+        out["gcs_to_bronze_vs_raw"] = gcs["loader"]["mib_per_second"] / gcs["raw"]["mib_per_second"]
+        if "raw_with_record_json" in gcs:  # the ceiling for a loader that keeps every record's JSON
+            out["gcs_raw_with_record_json_vs_raw"] = (
+                gcs["raw_with_record_json"]["mib_per_second"] / gcs["raw"]["mib_per_second"]
+            )
     if "operational" in results:
         op = results["operational"]
         out["operational_to_bronze_vs_raw"] = op["loader"]["mib_per_second"] / op["raw"]["mib_per_second"]
@@ -798,6 +875,12 @@ def print_table(results: dict[str, Any], ratios: dict[str, Any]) -> None:
         gcs = results["gcs"]
         row("gcs json -> bronze (load_gcs)", gcs["loader"], f"{ratios['gcs_to_bronze_vs_raw']:.1%}")
         row("gcs raw: duckdb read_json->csv->COPY", gcs["raw"], "100%")
+        if "raw_with_record_json" in gcs:
+            row(
+                "gcs raw + each record's JSON text",
+                gcs["raw_with_record_json"],
+                f"{ratios['gcs_raw_with_record_json_vs_raw']:.1%}",
+            )
     if "operational" in results:
         op = results["operational"]
         row(
@@ -827,6 +910,13 @@ def print_table(results: dict[str, Any], ratios: dict[str, Any]) -> None:
                 f"{s['fixed_seconds']:>9.1f} {s['model_seconds'] / full:>12.1%}"
             )
         print(f"fact_orders incremental == full refresh: {d['fact_orders_incremental_equals_full_refresh']}")
+        nightly = d["noop"]
+        print(
+            f"nightly job (warehouse run): freshness {nightly.get('freshness_seconds', 0):.1f}s before each build; "
+            f"models built: full {d['full_refresh']['models_built']}, no-op {nightly['models_built']}, "
+            + ", ".join(f"{k} {v['models_built']}" for k, v in d["incremental"].items())
+        )
+        print(f"nightly selection: {nightly['selection']}")
     print()
 
 

@@ -5,7 +5,8 @@ warehouse generate | advance        the sample operational database
 warehouse load [operational]        dlt: sources -> bronze
 warehouse transform [-- dbt args]   dbt build: seeds, models, snapshots and tests in DAG order
 warehouse docs [--serve]            dbt docs (static single file + the usual site)
-warehouse run                       load + transform: the daily job
+warehouse run [--full]              the daily job: load, then dbt build of what changed since the last
+                                    successful night (loaders/nightly.py); --full builds everything
 warehouse erase-customer --customer-id N   LGPD: erase one customer's personal data everywhere
 warehouse demo                      everything, end to end, then prints where to connect
 """
@@ -296,6 +297,16 @@ def cmd_transform(settings: Settings, dbt_args: Sequence[str]) -> None:
             _log_dbt_results(settings)
 
 
+def cmd_nightly_transform(settings: Settings, full: bool) -> None:
+    """The daily job's dbt step: only what changed since the previous successful night (loaders/nightly.py).
+
+    `warehouse transform` stays a plain build of everything, for ad-hoc runs and backfills.
+    """
+    from loaders.nightly import run_nightly
+
+    run_nightly(settings, full=full)
+
+
 def _log_dbt_results(settings: Settings) -> None:
     """Every node of the build goes to the processing log, so one table tells what a file fed and how it went."""
     from loaders.processing_log import new_run_id, record_dbt_results
@@ -491,7 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="generate (and optionally serve) the dbt docs site")
     docs.add_argument("--serve", action="store_true")
     docs.add_argument("--port", type=int, default=8080)
-    sub.add_parser("run", help="the daily job: load every source, then dbt build")
+    run = sub.add_parser(
+        "run", help="the daily job: load every source, then dbt build what changed since the last night"
+    )
+    run.add_argument(
+        "--full", action="store_true", help="build the whole project (as `transform`), not only what changed"
+    )
     sub.add_parser("ci", help="slim CI: build and test only changed models and their children (--help)")
     sub.add_parser("metrics", help="query the dbt semantic layer with MetricFlow (--help)")
     erase = sub.add_parser(
@@ -555,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         ),
         "docs": lambda: cmd_docs(settings, args.serve, args.port),
-        "run": lambda: (cmd_load(settings, SOURCES), cmd_transform(settings, [])),
+        "run": lambda: (cmd_load(settings, SOURCES), cmd_nightly_transform(settings, args.full)),
         "erase-customer": lambda: cmd_erase_customer(settings, args.customer_id, args.reference),
         "demo": lambda: cmd_demo(settings, args),
     }

@@ -291,8 +291,12 @@ def column_hints_for(kind: str, columns: Mapping[str, Mapping[str, Any]]) -> dic
     return adapted
 
 
-def dlt_destination(warehouse_url: str) -> DltDestination:
-    """The dlt destination, staging and file format for a warehouse URL (see the module doc)."""
+def dlt_destination(warehouse_url: str, *, unique_dlt_id: bool = True) -> DltDestination:
+    """The dlt destination, staging and file format for a warehouse URL (see the module doc).
+
+    `unique_dlt_id=False`: PostgreSQL tables dlt creates get no UNIQUE index on `_dlt_id` (a loader that
+    undoes a replayed COPY itself, and would otherwise pay for the index on every row it appends).
+    """
     import dlt
 
     # The load files live seconds on local disk before COPY reads them: gzip would cost a third of the
@@ -302,7 +306,7 @@ def dlt_destination(warehouse_url: str) -> DltDestination:
     if kind == "postgres":
         return DltDestination(
             kind=kind,
-            destination=dlt.destinations.postgres(credentials=warehouse_url),
+            destination=dlt.destinations.postgres(credentials=warehouse_url, create_indexes=unique_dlt_id),
             staging=None,
             loader_file_format="csv",
         )

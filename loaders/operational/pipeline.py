@@ -1,17 +1,27 @@
 """Operational PostgreSQL -> warehouse bronze, with dlt.
 
 Why it is built this way:
-- dlt's sql_database source with the **pyarrow** backend hands dlt whole Arrow tables, and the Postgres
-  destination lands them with COPY from CSV files: the row-by-row path was ~50x slower here. On BigQuery
+- dlt's sql_database source, pyarrow backend, hands dlt whole Arrow tables, and the Postgres destination
+  lands them with COPY from CSV files: the row-by-row path was ~50x slower here. On BigQuery
   (WAREHOUSE=bigquery) the same Arrow tables go as Parquet files through load jobs (loaders/destinations.py).
+- The rows are **read with COPY**, not fetched row by row: sql_database keeps reflecting the tables,
+  making the column hints and building each SELECT with its incremental WHERE, but its table loader is
+  `copy_backend.PostgresCopyTableLoader`, which runs that SELECT as `COPY (...) TO STDOUT (FORMAT csv)` and
+  parses the stream with pyarrow's CSV reader into the Arrow types dlt's pyarrow backend would have built
+  (same bronze types and values, tested). psycopg2 rows -> Python objects -> Arrow cost ~3x the whole raw
+  COPY pipe. dlt's own row path remains the fallback, per table, for a column type COPY's text cannot be
+  read back exactly (json, binary, time, floats) or a source that is not PostgreSQL; the processing log's
+  `source_reads` says which path each table took. The same reader serves both warehouses.
 - Every table is **incremental on updated_at** and **merged on id**. A `lag` window re-reads the last
   days on every run, so rows that arrive late with an older updated_at (replica lag, clock skew) are still
   caught; re-reading is harmless because the merge is idempotent.
 - On PostgreSQL, a table whose bronze copy is **missing or empty** (the first load, a full refresh) is
   **appended** instead: a merge would COPY into a staging table, then delete and insert everything, and
   give exactly the same rows, because one extraction reads each id once (a single snapshot query). Later
-  runs merge. A killed first load is finished by the next run like any package; a COPY that dlt replays
-  after it had committed cannot add a row twice (`_dlt_id` is unique, as it is in a merge's staging table).
+  runs merge. A killed first load is finished by the next run like any package. dlt marks a job done
+  after its COPY committed, so a run killed in between replays that COPY: after finishing such packages,
+  `drop_replayed_rows` deletes the second copy of each `_dlt_id`. (bronze has no UNIQUE index on `_dlt_id`:
+  maintaining it row by row doubled the COPY time of a first load, for a case only a resume can produce.)
 - dlt stores the incremental cursor in the destination together with the data of the same load, so a
   run killed at any point either committed both or neither; the next run finishes the packages it left
   first (explicitly: dlt's run() would load only those and skip this run's extraction), then extracts.
@@ -21,9 +31,12 @@ Why it is built this way:
   On PostgreSQL the source ids are COPY-piped into a temporary table of the warehouse and anti-joined
   there (no id passes through Python); on BigQuery they are compared in Python. A table with no bronze
   rows yet is skipped: nothing can have been deleted from it.
-- Speed (docs/benchmarks.md): besides the append above, `dlt_fast_paths` replaces dlt's two slowest
-  per-value steps (UTC timestamps in CSV, `_dlt_id`) by vectorized ones with the same output and skips
-  gzip. What is left is mostly the source read (psycopg2 rows -> Arrow), ~3x the whole COPY pipe.
+- Speed (docs/benchmarks.md): besides the COPY reader and the append above, `dlt_fast_paths` replaces
+  dlt's two slowest per-value steps (UTC timestamps in CSV, `_dlt_id`) by vectorized ones with the same
+  output, and load files are not gzipped. What is left is dlt's own passes: Arrow -> Parquet (extract),
+  Parquet -> CSV (normalize) and the COPY of a wider CSV (`_loaded_at`, `_dlt_load_id`, `_dlt_id`).
+- Empty strings: dlt's COPY of CSV files lands an empty string as NULL (FORCE_NULL on nullable columns),
+  whichever reader is used.
 - Every row version carries `_loaded_at`, the time this run extracted it: dbt's incremental models filter on
   it, never on updated_at, so a late update with an old updated_at is still picked up downstream.
 """
@@ -34,6 +47,7 @@ import datetime as dt
 import os
 import threading
 from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import dlt
@@ -44,6 +58,7 @@ from dlt.sources.sql_database import sql_database
 
 from loaders.destinations import BigQueryTarget, dlt_destination, warehouse_kind
 from loaders.dlt_fast_paths import dlt_fast_paths
+from loaders.operational.copy_backend import PostgresCopyTableLoader
 from loaders.processing_log import ProcessingLog, new_run_id
 
 TABLES: tuple[str, ...] = (
@@ -57,6 +72,8 @@ TABLES: tuple[str, ...] = (
 )
 DEFAULT_LAG_SECONDS = 3 * 24 * 3600
 DELETIONS_TABLE = "source_deletions"
+# in the pipeline's working folder while a resumed load may have COPYed rows twice (see drop_replayed_rows)
+REPLAY_CHECK_MARKER = "replay-check-pending"
 
 
 @dlt.source(name="operational", max_table_nesting=0)
@@ -69,12 +86,14 @@ def operational_source(
     chunk_size: int = 100_000,
     reconcile_deletes: bool = True,
     append_tables: Collection[str] = (),
+    read_with_copy: bool = True,
 ) -> Iterator[Any]:
     """The seven operational tables, merged on id, plus the list of rows deleted at the source.
 
     `warehouse_credentials` is only read to reconcile deletions (bronze ids vs. source ids); without it
     no deletions are detected. `append_tables` are appended instead of merged: only for tables whose bronze
-    copy is empty (see `empty_bronze_tables`), where both give the same rows.
+    copy is empty (see `empty_bronze_tables`), where both give the same rows. `read_with_copy=False` reads
+    with dlt's own pyarrow backend (row by row) instead of COPY: same rows and types, slower.
     """
     loaded_at = pa.scalar(dt.datetime.now(dt.UTC), type=pa.timestamp("us", tz="UTC"))
     database = sql_database(
@@ -84,6 +103,7 @@ def operational_source(
         backend="pyarrow",
         chunk_size=chunk_size,
         reflection_level="full_with_precision",
+        table_loader_class=PostgresCopyTableLoader if read_with_copy else None,
     )
     for name in table_names:
         resource = database.resources[name]
@@ -253,6 +273,34 @@ def empty_bronze_tables(warehouse_url: str, bronze_schema: str, table_names: Seq
         conn.close()
 
 
+def drop_replayed_rows(warehouse_url: str, bronze_schema: str, table_names: Sequence[str]) -> dict[str, int]:
+    """Delete the second copy of rows that a resumed load COPYed twice; returns the count per table.
+
+    dlt marks a load job done after its COPY committed: a run killed in between replays that COPY when the
+    package is finished, and an append (a first load) would then hold those rows twice, with the same
+    `_dlt_id` (written into the file before the load). Only run after such a resume, so normal runs pay
+    nothing for it. Merged tables never get duplicates (the merge deduplicates on the primary key).
+    """
+    removed: dict[str, int] = {}
+    conn = psycopg2.connect(warehouse_url)
+    try:
+        with conn.cursor() as cur:
+            for name in table_names:
+                table = f'"{bronze_schema}"."{name}"'
+                if not _has_rows(cur, table):
+                    continue
+                cur.execute(
+                    f"delete from {table} as later using {table} as first "
+                    "where later._dlt_id = first._dlt_id and later.ctid > first.ctid"
+                )
+                if cur.rowcount:
+                    removed[name] = cur.rowcount
+        conn.commit()
+    finally:
+        conn.close()
+    return removed
+
+
 def _sqlalchemy_url(url: str) -> str:
     """SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; we ship psycopg2."""
     scheme, rest = url.split("://", 1)
@@ -273,17 +321,21 @@ def load_operational(
     full_refresh: bool = False,
     reconcile_deletes: bool = True,
     append_when_empty: bool = True,
+    read_with_copy: bool = True,
     progress: str = "log",
 ) -> Any:
     """Run the pipeline once; returns dlt's LoadInfo. Raises on any failed job (nothing half-applied).
 
-    `append_when_empty=False` merges even into empty bronze tables (the slower path; same rows).
+    `append_when_empty=False` merges even into empty bronze tables (the slower path; same rows);
+    `read_with_copy=False` reads the source with dlt's row-by-row pyarrow backend (slower; same rows).
     """
     # Arrow tables get dlt's load id and row id too, so bronze rows can be traced to their load.
     os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
     os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID", "true")
     os.environ.setdefault("EXTRACT__WORKERS", "4")
-    destination = dlt_destination(warehouse_url)
+    # no UNIQUE index on `_dlt_id`: maintaining it row by row doubled the COPY time of a first load;
+    # what it guarded against (a COPY replayed after its commit) is undone by drop_replayed_rows
+    destination = dlt_destination(warehouse_url, unique_dlt_id=False)
     pipeline = dlt.pipeline(
         pipeline_name=f"operational_to_{bronze_schema}",
         **destination.pipeline_kwargs,
@@ -297,11 +349,18 @@ def load_operational(
     )
     try:
         with dlt_fast_paths():
+            replay_check = Path(pipeline.working_dir) / REPLAY_CHECK_MARKER
             if pipeline.has_pending_data:
                 # a killed run left packages behind: finish them first, because run() would load only those
-                # and skip extracting this run's data
+                # and skip extracting this run's data. The marker outlives a crash during this resume, so
+                # whichever run completes it also removes the rows it may have COPYed twice.
+                replay_check.touch()
                 pipeline.normalize()
                 pipeline.load().raise_on_failed_jobs()
+            if replay_check.exists():
+                if destination.kind == "postgres":
+                    drop_replayed_rows(warehouse_url, bronze_schema, (*TABLES, DELETIONS_TABLE))
+                replay_check.unlink()
             # decided after the resume above, which may have filled a table; a full refresh drops every table
             if not append_when_empty:
                 append_tables: set[str] = set()
@@ -309,6 +368,7 @@ def load_operational(
                 append_tables = set(TABLES)
             else:
                 append_tables = empty_bronze_tables(warehouse_url, bronze_schema, TABLES)
+            PostgresCopyTableLoader.reads.clear()
             source = operational_source(
                 credentials=operational_url,
                 warehouse_credentials=warehouse_url,
@@ -316,6 +376,7 @@ def load_operational(
                 lag_seconds=lag_seconds,
                 reconcile_deletes=reconcile_deletes,
                 append_tables=append_tables,
+                read_with_copy=read_with_copy,
             )
             info = pipeline.run(
                 source,
@@ -339,7 +400,12 @@ def load_operational(
         "completed",
         message=f"{rows:,} row version(s) loaded into {bronze_schema}; appended (empty before): "
         + (", ".join(sorted(append_tables)) or "none"),
-        details={"row_counts": row_counts, "load_ids": list(info.loads_ids), "full_refresh": full_refresh},
+        details={
+            "row_counts": row_counts,
+            "load_ids": list(info.loads_ids),
+            "full_refresh": full_refresh,
+            "source_reads": dict(sorted(PostgresCopyTableLoader.reads.items())),
+        },
         records_processed=rows,
         records_loaded=rows,
         records_invalid=0,

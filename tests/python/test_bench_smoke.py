@@ -49,6 +49,10 @@ def test_bench_smoke_run_writes_the_summary(tmp_path):
         assert gcs[side]["peak_rss_mib"] > 10
     # both paths moved the same records: every generated record reached bronze, none rejected
     assert gcs["loader"]["rows"] == gcs["raw"]["rows"] > 1_000
+    # the ceiling row: the raw path also writing each record's JSON, as bronze keeps it
+    assert gcs["raw_with_record_json"]["rows"] == gcs["raw"]["rows"]
+    ceiling = summary["gcs_raw_with_record_json_vs_raw"]
+    assert ceiling == gcs["raw_with_record_json"]["mib_per_second"] / gcs["raw"]["mib_per_second"] > 0
     assert gcs["loader"]["runs"][0]["rejected"] == 0
     operational = summary["operational"]
     assert operational["raw"]["rows"] >= 10_000  # the order lines alone

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg2
 import pytest
 from helpers import (
     OPERATIONAL_TABLES,
@@ -34,12 +35,12 @@ def _bronze_fingerprints(url: str) -> dict[str, tuple[int, str]]:
     return result
 
 
-def _columns(url: str, table: str) -> list[str]:
+def _columns(url: str, table: str, schema: str = "bronze_operational") -> list[str]:
     rows = query(
         url,
         "select column_name from information_schema.columns "
-        "where table_schema = 'bronze_operational' and table_name = %s order by ordinal_position",
-        (table,),
+        "where table_schema = %s and table_name = %s order by ordinal_position",
+        (schema, table),
     )
     return [r[0] for r in rows]
 
@@ -415,3 +416,263 @@ def test_full_refresh_drops_and_appends_without_duplicates(fresh_databases, tmp_
         assert dupes == [(0,)], table
     for table, (source, bronze) in bronze_matches_source(urls).items():
         assert source == bronze, f"bronze {table} differs from the source after a full refresh"
+
+
+def _typed_fingerprints(url: str, schema: str) -> dict[str, tuple]:
+    """Per table: every column's full type (length, precision, scale, nullability) and the content of every
+    column dlt does not stamp per run."""
+    result: dict[str, tuple] = {}
+    for table in OPERATIONAL_TABLES:
+        typed = query(
+            url,
+            "select column_name, data_type, character_maximum_length, numeric_precision, numeric_scale, "
+            "datetime_precision, is_nullable from information_schema.columns "
+            "where table_schema = %s and table_name = %s order by ordinal_position",
+            (schema, table),
+        )
+        cols = [row[0] for row in typed if row[0] not in ("_dlt_id", "_dlt_load_id", "_loaded_at")]
+        result[table] = (typed, fingerprint(url, schema, table, cols))
+    return result
+
+
+# values that a text format can get wrong: NULL vs '', quotes, separators, line breaks, backslashes, the
+# spellings other readers take for NULL, numeric extremes, DST edges, microseconds
+AWKWARD_TEXTS = ("", 'say "hi", then\nleave\r\n', "NULL", "NA", "\\N", "tab\there \\ back", "  padded  ")
+AWKWARD_TIMES = (
+    "2026-03-08 02:30:00.000001 America/New_York",  # in the spring-forward gap
+    "2026-11-01 01:30:00.999999-04",  # the repeated hour, first time
+    "2026-11-01 01:30:00.999999-05",  # the repeated hour, second time
+    "2026-10-25 00:59:59.123456+00",  # Europe's DST end
+    "1999-12-31 23:59:59.5+00",
+)
+
+
+def _insert_awkward_rows(url: str) -> None:
+    """Rows with the values above into customers, suppliers and orders of a generated source."""
+    ((customer_id,), (supplier_id,), (order_id,)) = query(
+        url,
+        "select max(id) from customers union all select max(id) from suppliers "
+        "union all select max(id) from orders",
+    )
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            for n, (text, at) in enumerate(zip(AWKWARD_TEXTS, AWKWARD_TIMES * 2, strict=False), start=1):
+                cur.execute(
+                    "insert into customers (id, name, cnpj, contact_name, email, phone, address, city, uf, "
+                    "region, tier, credit_limit, payment_terms, status, created_at, updated_at, utm_source, "
+                    "utm_campaign) values (%s, %s, %s, %s, null, %s, %s, 'São Paulo', 'SP', 'Sudeste', "
+                    "'gold', %s, '30 dias', 'active', %s, %s, null, %s)",
+                    (
+                        customer_id + n,
+                        f"Farmácia {text}",
+                        f"{n:014d}",
+                        text,
+                        text,
+                        text,
+                        "999999999999.99" if n % 2 else "0.01",
+                        at,
+                        at,
+                        text or None,
+                    ),
+                )
+                cur.execute(
+                    "insert into suppliers (id, name, cnpj, type, contact_name, payment_terms, uf, region, "
+                    "status, created_at, updated_at) values (%s, %s, %s, 'distributor', %s, 'à vista', 'PE', "
+                    "'Nordeste', 'active', %s, %s)",
+                    (supplier_id + n, f"Fornecedor {n}", f"9{n:013d}", text, at, at),
+                )
+                cur.execute(
+                    "insert into orders (id, customer_id, order_date, status, subtotal, discount, tax, "
+                    "shipping_cost, total, payment_method, payment_status, shipping_address, notes, "
+                    "created_at, updated_at) values (%s, %s, cast(%s as timestamptz)::date, 'pending', "
+                    "%s, 0.01, -0.00, 1234567890.12, 123456789012.34, 'pix', 'paid', %s, %s, %s, %s)",
+                    (order_id + n, customer_id + n, at, "999999999999.99", text, text, at, at),
+                )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_copy_reader_lands_what_the_row_reader_lands(fresh_databases, tmp_path):
+    """COPY + pyarrow CSV gives bronze the same column types and values as dlt's row-by-row pyarrow reader,
+    awkward values included."""
+    from loaders.operational.pipeline import load_operational
+
+    urls = fresh_databases
+    generator.generate(urls["operational"], scale=SMALL, seed=29, as_of=AS_OF)
+    _insert_awkward_rows(urls["operational"])
+    copied = load_operational(
+        urls["operational"], urls["warehouse"], bronze_schema="bronze_copy", pipelines_dir=str(tmp_path / "c")
+    )
+    load_operational(
+        urls["operational"],
+        urls["warehouse"],
+        bronze_schema="bronze_rows",
+        pipelines_dir=str(tmp_path / "r"),
+        read_with_copy=False,
+    )
+    by_copy = _typed_fingerprints(urls["warehouse"], "bronze_copy")
+    assert by_copy == _typed_fingerprints(urls["warehouse"], "bronze_rows")
+    assert by_copy["orders"][0], "bronze has no orders table"
+    # the COPY reader really read every table (no silent fallback to the row reader)
+    ((details,),) = query(
+        urls["warehouse"],
+        "select details from ops.processing_log where component = 'operational' "
+        "and details ->> 'full_refresh' is not null order by started_at limit 1",
+    )
+    assert details["source_reads"] == {table: "copy" for table in OPERATIONAL_TABLES}
+    assert copied.pipeline.last_trace.last_normalize_info.row_counts["customers"] == SMALL.customers + len(
+        AWKWARD_TEXTS
+    )
+    # and both hold the source's values: every row and column of the tables with awkward values, compared in
+    # Python (timestamps as instants, numerics exactly), the other tables by fingerprint. One exception,
+    # the same for both readers: dlt's COPY of CSV files lands an empty string as NULL (FORCE_NULL).
+    awkward = ("customers", "suppliers", "orders")
+    for table in awkward:
+        cols = ", ".join(f'"{c}"' for c in _columns(urls["warehouse"], table, "bronze_copy") if c[0] != "_")
+        source = [
+            tuple(None if value == "" else value for value in row)
+            for row in query(urls["operational"], f"select {cols} from {table} order by id")
+        ]
+        for schema in ("bronze_copy", "bronze_rows"):
+            assert query(urls["warehouse"], f"select {cols} from {schema}.{table} order by id") == source
+    for schema in ("bronze_copy", "bronze_rows"):
+        for table, (source, bronze) in bronze_matches_source(urls, schema).items():
+            assert table in awkward or source == bronze, f"{schema}.{table} differs from the source"
+    assert query(
+        urls["warehouse"],
+        'select count(*) filter (where email is null), count(*) filter (where contact_name like \'say "hi", '
+        "then\nleave\r\n'), count(*) filter (where address = 'NULL') from bronze_copy.customers "
+        "where cnpj like '000000000000%%'",
+    ) == [(len(AWKWARD_TEXTS), 1, 1)]
+
+
+def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, tmp_path):
+    """A second run extracts the updated and inserted rows plus the rows inside the lag window, no more,
+    with either reader."""
+    from loaders.operational.pipeline import load_operational
+
+    urls = fresh_databases
+    lag = 2 * 24 * 3600
+    generator.generate(urls["operational"], scale=SMALL, seed=31, as_of=AS_OF)
+    for schema, copy in (("bronze_copy", True), ("bronze_rows", False)):
+        load_operational(
+            urls["operational"],
+            urls["warehouse"],
+            bronze_schema=schema,
+            pipelines_dir=str(tmp_path / schema),
+            lag_seconds=lag,
+            read_with_copy=copy,
+        )
+    high_water = {
+        table: query(urls["operational"], f"select max(updated_at) from {table}")[0][0]
+        for table in OPERATIONAL_TABLES
+    }
+    query(
+        urls["operational"],
+        "update order_items set quantity = quantity + 1, updated_at = now() where id % 50 = 0",
+    )
+    query(
+        urls["operational"], "update customers set status = 'suspended', updated_at = now() where id % 7 = 0"
+    )
+    query(
+        urls["operational"],
+        "insert into orders select id + 1000000, customer_id, order_date, status, subtotal, discount, tax, "
+        "shipping_cost, total, payment_method, payment_status, shipping_address, notes, created_at, now() "
+        "from orders where id % 20 = 0",
+    )
+    expected = {
+        table: query(
+            urls["operational"],
+            f"select count(*) from {table} where updated_at >= %s",
+            (high_water[table] - dt.timedelta(seconds=lag),),
+        )[0][0]
+        for table in OPERATIONAL_TABLES
+    }
+    changed = query(urls["operational"], "select count(*) from order_items where id % 50 = 0")[0][0]
+    assert expected["order_items"] >= changed > 0
+    ((all_lines,),) = query(urls["operational"], "select count(*) from order_items")
+    assert expected["order_items"] < all_lines / 2, "the lag window should not cover most of the table"
+
+    for schema, copy in (("bronze_copy", True), ("bronze_rows", False)):
+        info = load_operational(
+            urls["operational"],
+            urls["warehouse"],
+            bronze_schema=schema,
+            pipelines_dir=str(tmp_path / schema),
+            lag_seconds=lag,
+            read_with_copy=copy,
+        )
+        row_counts = info.pipeline.last_trace.last_normalize_info.row_counts
+        assert {table: row_counts.get(table, 0) for table in OPERATIONAL_TABLES} == expected, schema
+        for table, (source, bronze) in bronze_matches_source(urls, schema).items():
+            assert source == bronze, f"{schema}.{table} differs from the source after the incremental run"
+    assert _typed_fingerprints(urls["warehouse"], "bronze_copy") == _typed_fingerprints(
+        urls["warehouse"], "bronze_rows"
+    )
+
+
+def test_rows_a_resumed_load_copied_twice_are_dropped(fresh_databases, tmp_path):
+    """A COPY replayed after its commit (killed before dlt marked the job done) leaves each such row twice,
+    with the same _dlt_id: drop_replayed_rows keeps one of each and touches nothing else."""
+    from loaders.operational.pipeline import REPLAY_CHECK_MARKER, drop_replayed_rows, load_operational
+
+    urls = fresh_databases
+    generator.generate(urls["operational"], scale=SMALL, seed=37, as_of=AS_OF)
+    load_operational(urls["operational"], urls["warehouse"], pipelines_dir=str(tmp_path / "dlt"))
+    before = _bronze_fingerprints(urls["warehouse"])
+    replayed = query(
+        urls["warehouse"],
+        "insert into bronze_operational.order_items select * from bronze_operational.order_items "
+        "where id % 3 = 0 returning id",
+    )
+    assert replayed and _bronze_fingerprints(urls["warehouse"]) != before
+    removed = drop_replayed_rows(urls["warehouse"], "bronze_operational", OPERATIONAL_TABLES)
+    assert removed == {"order_items": len(replayed)}
+    assert _bronze_fingerprints(urls["warehouse"]) == before
+    assert drop_replayed_rows(urls["warehouse"], "bronze_operational", OPERATIONAL_TABLES) == {}
+
+    # a crash during the resume itself: the marker left in the pipeline's folder makes the next run drop
+    # them (lag 0, so the run's merge rewrites no old row and cannot hide a duplicate)
+    query(
+        urls["warehouse"],
+        "insert into bronze_operational.order_items select * from bronze_operational.order_items "
+        "where id % 3 = 0 returning id",
+    )
+    marker = tmp_path / "dlt" / "operational_to_bronze_operational" / REPLAY_CHECK_MARKER
+    assert marker.parent.is_dir()
+    marker.touch()
+    load_operational(
+        urls["operational"], urls["warehouse"], pipelines_dir=str(tmp_path / "dlt"), lag_seconds=0
+    )
+    assert not marker.exists()
+    for table in OPERATIONAL_TABLES:
+        ((rows, ids),) = query(
+            urls["warehouse"], f"select count(*), count(distinct _dlt_id) from bronze_operational.{table}"
+        )
+        assert rows == ids, f"{table} still holds rows copied twice"
+
+
+def test_copy_reader_stops_cleanly_and_reports_source_errors(fresh_databases):
+    """Closing the reader early ends the COPY (no thread left writing); a failing COPY raises its error."""
+    import threading
+
+    import pyarrow as pa
+
+    from loaders.operational.copy_backend import copy_arrow_tables
+
+    url = fresh_databases["operational"]
+    query(url, "create table t as select g as id, repeat('x', 200) as text from generate_series(1, 200000) g")
+    schema = pa.schema([pa.field("id", pa.int64()), pa.field("text", pa.string())])
+    threads = threading.active_count()
+    tables = copy_arrow_tables(url, "select id, text from t order by id", schema, chunk_rows=1_000)
+    first = next(tables)
+    assert first.num_rows >= 1_000 and first.column("id")[0].as_py() == 1 and first.schema == schema
+    tables.close()  # the consumer stops: the producer must not stay blocked on the pipe
+    assert threading.active_count() == threads
+    whole = pa.concat_tables(copy_arrow_tables(url, "select id, text from t", schema, chunk_rows=50_000))
+    assert whole.num_rows == 200_000 and sum(whole.column("id").to_pylist()) == 200_000 * 200_001 // 2
+    assert list(copy_arrow_tables(url, "select id, text from t where false", schema, 10)) == []
+    with pytest.raises(psycopg2.Error, match="division by zero"):
+        list(copy_arrow_tables(url, "select id / (id - 150000), text from t", schema, 1_000))
