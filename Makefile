@@ -12,7 +12,7 @@ help:
 	@echo "make demo        generate, load, transform, document: the whole pipeline on the embedded PostgreSQL"
 	@echo "make test        the whole test suite (what CI runs)"
 	@echo "make stop        stop the embedded PostgreSQL started by make demo"
-	@echo "make run         the daily job again: load + dbt build"
+	@echo "make run         the daily job again: load, then dbt build of what changed since the last good night"
 	@echo "make docs-serve  serve the dbt docs site on http://127.0.0.1:8080"
 	@echo "make lint        ruff + sqlfluff"
 	@echo "make test-bigquery  only the BigQuery tests (against the emulator; a real project when credentials are set)"
