@@ -409,33 +409,25 @@ class Bench:
             say(f"gcs loader run {run + 1}: {result['seconds']:.1f}s, {result['rows']:,} rows")
             self.drop_schema(schema)
             shutil.rmtree(bucket)
-            result = run_child(
-                "gcs_raw",
-                {
-                    "files": [str(p) for p in files],
-                    "warehouse_url": self.warehouse_url,
-                    "table": f"public.bench_gcs_raw_{run}",
-                    "work_dir": str(self.work_dir),
-                },
-                self.log_dir,
-            )
-            raw.append(_with_rates(result, json_bytes))
-            say(f"gcs raw path run {run + 1}: {result['seconds']:.1f}s, {result['rows']:,} rows")
-            self.query(self.warehouse_url, f"drop table if exists public.bench_gcs_raw_{run}")
-            result = run_child(
-                "gcs_raw",
-                {
-                    "files": [str(p) for p in files],
-                    "warehouse_url": self.warehouse_url,
-                    "table": f"public.bench_gcs_raw_json_{run}",
-                    "work_dir": str(self.work_dir),
-                    "with_record_json": True,
-                },
-                self.log_dir,
-            )
-            raw_json.append(_with_rates(result, json_bytes))
-            say(f"gcs raw path + record JSON run {run + 1}: {result['seconds']:.1f}s")
-            self.query(self.warehouse_url, f"drop table if exists public.bench_gcs_raw_json_{run}")
+            for results, table, with_record_json in (
+                (raw, f"public.bench_gcs_raw_{run}", False),
+                (raw_json, f"public.bench_gcs_raw_json_{run}", True),
+            ):
+                result = run_child(
+                    "gcs_raw",
+                    {
+                        "files": [str(p) for p in files],
+                        "warehouse_url": self.warehouse_url,
+                        "table": table,
+                        "work_dir": str(self.work_dir),
+                        "with_record_json": with_record_json,
+                    },
+                    self.log_dir,
+                )
+                results.append(_with_rates(result, json_bytes))
+                what = "raw path + record JSON" if with_record_json else "raw path"
+                say(f"gcs {what} run {run + 1}: {result['seconds']:.1f}s, {result['rows']:,} rows")
+                self.query(self.warehouse_url, f"drop table if exists {table}")
         shutil.rmtree(source_dir)
         self.results["gcs"] = {
             "input_bytes": json_bytes,
@@ -585,26 +577,23 @@ class Bench:
 
     def _save_nightly_state(self) -> None:
         """This build becomes the previous night of the next one, as after a successful `warehouse run`."""
-        from loaders.nightly import dbt_target, nightly_state_dir, save_state, state_identity
+        from loaders.nightly import save_state, saved_state
 
         settings = self._settings()
-        target = dbt_target(settings)
-        save_state(
-            settings.dbt_target_dir, nightly_state_dir(settings, target), state_identity(settings, target)
-        )
+        save_state(settings.dbt_target_dir, *saved_state(settings))
 
     def _nightly(self) -> dict[str, Any]:
         """One night of `warehouse run`'s dbt step: freshness, then the build loaders.nightly plans from the
         previous night's state (the same function `warehouse run` calls), then the state is advanced."""
-        from loaders.nightly import dbt_target, nightly_state_dir, plan_nightly, state_identity
+        from loaders.nightly import plan_nightly, saved_state
 
         freshness = self._freshness()
         settings = self._settings()
-        target = dbt_target(settings)
+        previous, identity = saved_state(settings)
         plan = plan_nightly(
-            nightly_state_dir(settings, target),
+            previous,
             settings.dbt_target_dir,
-            state_identity(settings, target),
+            identity,
             command=self.args.dbt_command,
             within=self.args.dbt_select,
         )

@@ -82,6 +82,12 @@ def nightly_state_dir(settings: Settings, target: str | None = None) -> Path:
     return settings.state_dir / STATE_FOLDER / (target or dbt_target(settings))
 
 
+def saved_state(settings: Settings) -> tuple[Path, dict[str, str]]:
+    """This run's target's state folder and the identity its saved artifacts must carry."""
+    target = dbt_target(settings)
+    return nightly_state_dir(settings, target), state_identity(settings, target)
+
+
 def state_identity(settings: Settings, target: str) -> dict[str, str]:
     """What must match for the previous artifacts to describe this warehouse (no password in it)."""
     return {"target": target, "warehouse": mask_url(settings.warehouse_url)}
@@ -202,9 +208,7 @@ def run_nightly(settings: Settings, *, full: bool = False) -> NightlyPlan:
     from loaders.cli import _log_dbt_results, check_connection, run_dbt, say, step
 
     check_connection(settings.warehouse_url, "warehouse")
-    target = dbt_target(settings)
-    previous = nightly_state_dir(settings, target)
-    identity = state_identity(settings, target)
+    previous, identity = saved_state(settings)
     with step("dbt source freshness (what is new since the previous night)"):
         refresh_source_freshness(settings)
     saved_at = (_read_json(previous / NIGHTLY_META) or {}).get("saved_at")
