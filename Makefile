@@ -52,11 +52,17 @@ test-deps: install
 	.ci/install-chromium
 	.ci/install-metricflow
 
+# Each run gets its own temp root: pytest's shared /tmp/pytest-of-<user> keeps only the newest three runs, so
+# another pytest started meanwhile on the same machine would delete a running suite's folders (and its
+# PostgreSQL data). Removed after a green run, kept after a failure for the logs.
+PYTEST = tmp=$$(mktemp -d /tmp/warehouse-tests.XXXXXX) && $(BIN)/pytest --basetemp=$$tmp
+PYTEST_DONE = && rm -rf $$tmp
+
 test: test-deps
-	$(BIN)/pytest
+	$(PYTEST) $(PYTEST_DONE)
 
 test-bigquery: test-deps
-	$(BIN)/pytest tests/python/test_bigquery_loaders.py tests/python/test_bigquery_dbt.py tests/python/test_bigquery_pipeline.py
+	$(PYTEST) tests/python/test_bigquery_loaders.py tests/python/test_bigquery_dbt.py tests/python/test_bigquery_pipeline.py $(PYTEST_DONE)
 
 BENCH_ARGS ?= --orders 100k --gcs-mb 100
 bench: install

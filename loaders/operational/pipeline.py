@@ -14,7 +14,10 @@ Why it is built this way:
   `source_reads` says which path each table took. The same reader serves both warehouses.
 - Every table is **incremental on updated_at** and **merged on id**. A `lag` window re-reads the last
   days on every run, so rows that arrive late with an older updated_at (replica lag, clock skew) are still
-  caught; re-reading is harmless because the merge is idempotent.
+  caught. A re-read row that equals its bronze version in every column is dropped before loading
+  (`bronze_versions`): bronze keeps it with the `_loaded_at` of the run that last changed it, so a quiet
+  table does not look freshly loaded to `dbt source freshness` and the nightly job does not rebuild what
+  sits below it. The processing log counts those rows per table (`unchanged_rows_skipped`).
 - On PostgreSQL, a table whose bronze copy is **missing or empty** (the first load, a full refresh) is
   **appended** instead: a merge would COPY into a staging table, then delete and insert everything, and
   give exactly the same rows, because one extraction reads each id once (a single snapshot query). Later
@@ -30,15 +33,17 @@ Why it is built this way:
   so it is always the complete, current list). Staging models anti-join it; bronze keeps the last version.
   On PostgreSQL the source ids are COPY-piped into a temporary table of the warehouse and anti-joined
   there (no id passes through Python); on BigQuery they are compared in Python. A table with no bronze
-  rows yet is skipped: nothing can have been deleted from it.
+  rows yet is skipped: nothing can have been deleted from it. A deletion keeps the `detected_at` of the run
+  that first saw it.
 - Speed (docs/benchmarks.md): besides the COPY reader and the append above, `dlt_fast_paths` replaces
   dlt's two slowest per-value steps (UTC timestamps in CSV, `_dlt_id`) by vectorized ones with the same
   output, and load files are not gzipped. What is left is dlt's own passes: Arrow -> Parquet (extract),
   Parquet -> CSV (normalize) and the COPY of a wider CSV (`_loaded_at`, `_dlt_load_id`, `_dlt_id`).
 - Empty strings: dlt's COPY of CSV files lands an empty string as NULL (FORCE_NULL on nullable columns),
   whichever reader is used.
-- Every row version carries `_loaded_at`, the time this run extracted it: dbt's incremental models filter on
-  it, never on updated_at, so a late update with an old updated_at is still picked up downstream.
+- Every row version carries `_loaded_at`, the time the run that loaded it extracted it: dbt's incremental
+  models filter on it, never on updated_at, so a late update with an old updated_at is still picked up
+  downstream.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from dlt.sources.sql_database import sql_database
 
 from loaders.destinations import BigQueryTarget, dlt_destination, warehouse_kind
 from loaders.dlt_fast_paths import dlt_fast_paths
+from loaders.operational.bronze_versions import skip_unchanged
 from loaders.operational.copy_backend import PostgresCopyTableLoader
 from loaders.processing_log import ProcessingLog, new_run_id
 
@@ -87,15 +93,19 @@ def operational_source(
     reconcile_deletes: bool = True,
     append_tables: Collection[str] = (),
     read_with_copy: bool = True,
+    unchanged_rows_skipped: dict[str, int] | None = None,
 ) -> Iterator[Any]:
     """The seven operational tables, merged on id, plus the list of rows deleted at the source.
 
-    `warehouse_credentials` is only read to reconcile deletions (bronze ids vs. source ids); without it
-    no deletions are detected. `append_tables` are appended instead of merged: only for tables whose bronze
+    `warehouse_credentials` is read to reconcile deletions (bronze ids vs. source ids) and to drop re-read
+    rows that equal their bronze version (`bronze_versions`; counted per table in `unchanged_rows_skipped`);
+    without it no deletions are detected and every re-read row is loaded again. `append_tables` are appended instead of merged: only for tables whose bronze
     copy is empty (see `empty_bronze_tables`), where both give the same rows. `read_with_copy=False` reads
     with dlt's own pyarrow backend (row by row) instead of COPY: same rows and types, slower.
     """
     loaded_at = pa.scalar(dt.datetime.now(dt.UTC), type=pa.timestamp("us", tz="UTC"))
+    if unchanged_rows_skipped is None:
+        unchanged_rows_skipped = {}
     database = sql_database(
         credentials=_sqlalchemy_url(_url(credentials)),
         schema="public",
@@ -112,6 +122,11 @@ def operational_source(
             primary_key="id",
             incremental=dlt.sources.incremental("updated_at", lag=lag_seconds),
         )
+        if warehouse_credentials is not None and name not in append_tables:
+            # re-read rows equal to bronze keep their `_loaded_at`: a quiet table must not look fresh
+            resource.add_map(
+                skip_unchanged(_url(warehouse_credentials), bronze_schema, name, unchanged_rows_skipped)
+            )
         resource.add_map(_stamp_loaded_at(loaded_at))
         yield resource.parallelize()
     if reconcile_deletes and warehouse_credentials is not None:
@@ -135,10 +150,15 @@ def source_deletions(
     table_names: tuple[str, ...],
     detected_at: pa.Scalar,
 ) -> Iterator[pa.Table]:
-    """Primary keys present in bronze but gone from the source: the complete list, replaced every run."""
-    deleted_ids = (
-        _deleted_ids_postgres if warehouse_kind(warehouse_url) == "postgres" else _deleted_ids_bigquery
-    )
+    """Primary keys present in bronze but gone from the source: the complete list, replaced every run.
+
+    `detected_at` is when a deletion was first seen: a deletion listed by an earlier run keeps its time, so
+    the table's freshness (and the nightly dbt job) moves only when a new deletion appears.
+    """
+    on_postgres = warehouse_kind(warehouse_url) == "postgres"
+    deleted_ids = _deleted_ids_postgres if on_postgres else _deleted_ids_bigquery
+    first_seen = _previous_detections(warehouse_url, bronze_schema)
+    now = detected_at.as_py()
     tables = []
     for name in table_names:
         deleted = deleted_ids(operational_url, warehouse_url, bronze_schema, name)
@@ -148,7 +168,9 @@ def source_deletions(
                     {
                         "table_name": pa.array([name] * len(deleted), pa.string()),
                         "id": pa.array(deleted, pa.int64()),
-                        "detected_at": pa.repeat(detected_at, len(deleted)),
+                        "detected_at": pa.array(
+                            [first_seen.get((name, key), now) for key in deleted], detected_at.type
+                        ),
                     }
                 )
             )
@@ -162,6 +184,31 @@ def source_deletions(
                 "detected_at": pa.array([], detected_at.type),
             }
         )
+
+
+def _previous_detections(warehouse_url: str, dataset: str) -> dict[tuple[str, int], dt.datetime]:
+    """When each deletion listed in bronze's `source_deletions` was first detected (empty if none)."""
+    sql = "select table_name, id, detected_at from {table}"
+    if warehouse_kind(warehouse_url) == "postgres":
+        conn = psycopg2.connect(warehouse_url)
+        try:
+            with conn.cursor() as cur:
+                table = f'"{dataset}"."{DELETIONS_TABLE}"'
+                if not _has_rows(cur, table):
+                    return {}
+                cur.execute(sql.format(table=table))
+                return {(name, key): at for name, key, at in cur.fetchall()}
+        finally:
+            conn.close()
+    target = BigQueryTarget.from_url(warehouse_url)
+    client = target.client()
+    try:
+        if not target.table_exists(client, dataset, DELETIONS_TABLE):
+            return {}
+        rows = client.query(sql.format(table=target.quoted(dataset, DELETIONS_TABLE))).result()
+        return {(name, key): at for name, key, at in rows}
+    finally:
+        client.close()
 
 
 def _deleted_ids_postgres(operational_url: str, warehouse_url: str, dataset: str, table: str) -> list[int]:
@@ -369,6 +416,7 @@ def load_operational(
             else:
                 append_tables = empty_bronze_tables(warehouse_url, bronze_schema, TABLES)
             PostgresCopyTableLoader.reads.clear()
+            unchanged_rows_skipped: dict[str, int] = {}
             source = operational_source(
                 credentials=operational_url,
                 warehouse_credentials=warehouse_url,
@@ -377,6 +425,7 @@ def load_operational(
                 reconcile_deletes=reconcile_deletes,
                 append_tables=append_tables,
                 read_with_copy=read_with_copy,
+                unchanged_rows_skipped=unchanged_rows_skipped,
             )
             info = pipeline.run(
                 source,
@@ -401,10 +450,13 @@ def load_operational(
         message=f"{rows:,} row version(s) loaded into {bronze_schema}; appended (empty before): "
         + (", ".join(sorted(append_tables)) or "none"),
         details={
+            "schema": bronze_schema,
             "row_counts": row_counts,
             "load_ids": list(info.loads_ids),
             "full_refresh": full_refresh,
             "source_reads": dict(sorted(PostgresCopyTableLoader.reads.items())),
+            # re-read (lag window) rows equal to bronze, not loaded again
+            "unchanged_rows_skipped": dict(sorted(unchanged_rows_skipped.items())),
         },
         records_processed=rows,
         records_loaded=rows,

@@ -549,8 +549,8 @@ def test_copy_reader_lands_what_the_row_reader_lands(fresh_databases, tmp_path):
 
 
 def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, tmp_path):
-    """A second run extracts the updated and inserted rows plus the rows inside the lag window, no more,
-    with either reader."""
+    """A second run reads the updated and inserted rows plus the rows inside the lag window, no more, with
+    either reader, and loads only the updated and inserted ones: the re-read rows equal bronze."""
     from loaders.operational.pipeline import load_operational
 
     urls = fresh_databases
@@ -592,6 +592,14 @@ def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, 
     }
     changed = query(urls["operational"], "select count(*) from order_items where id % 50 = 0")[0][0]
     assert expected["order_items"] >= changed > 0
+    expected_loaded = {
+        table: query(
+            urls["operational"], f"select count(*) from {table} where updated_at > %s", (high_water[table],)
+        )[0][0]
+        for table in OPERATIONAL_TABLES
+    }
+    assert expected_loaded["order_items"] == changed and expected_loaded["orders"] > 0
+    assert expected_loaded["products"] == 0 < expected["products"], "a quiet table re-read in the lag window"
     ((all_lines,),) = query(urls["operational"], "select count(*) from order_items")
     assert expected["order_items"] < all_lines / 2, "the lag window should not cover most of the table"
 
@@ -605,12 +613,91 @@ def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, 
             read_with_copy=copy,
         )
         row_counts = info.pipeline.last_trace.last_normalize_info.row_counts
-        assert {table: row_counts.get(table, 0) for table in OPERATIONAL_TABLES} == expected, schema
+        assert {table: row_counts.get(table, 0) for table in OPERATIONAL_TABLES} == expected_loaded, schema
+        ((details,),) = query(
+            urls["warehouse"],
+            "select details from ops.processing_log where component = 'operational' "
+            "and details->>'schema' = %s order by started_at desc limit 1",
+            (schema,),
+        )
+        skipped = details["unchanged_rows_skipped"]
+        read = {table: expected_loaded[table] + skipped.get(table, 0) for table in OPERATIONAL_TABLES}
+        assert read == expected, f"{schema}: rows read = loaded + skipped as unchanged"
         for table, (source, bronze) in bronze_matches_source(urls, schema).items():
             assert source == bronze, f"{schema}.{table} differs from the source after the incremental run"
     assert _typed_fingerprints(urls["warehouse"], "bronze_copy") == _typed_fingerprints(
         urls["warehouse"], "bronze_rows"
     )
+
+
+def _loaded_at(url: str, table: str) -> dict[int, dt.datetime]:
+    return dict(query(url, f"select id, _loaded_at from bronze_operational.{table}"))
+
+
+def test_rerun_keeps_the_loaded_at_of_rows_that_did_not_change(fresh_databases, tmp_path):
+    """Re-read rows equal to bronze are not loaded again, so `_loaded_at` (what dbt's freshness and the
+    incremental models read) moves only for rows that changed, even when `updated_at` did not move."""
+    from loaders.operational.pipeline import load_operational
+
+    urls = fresh_databases
+    lag = dt.timedelta(days=30)
+    generator.generate(urls["operational"], scale=SMALL, seed=41, as_of=AS_OF)
+
+    def load() -> dict[str, int]:
+        info = load_operational(
+            urls["operational"],
+            urls["warehouse"],
+            pipelines_dir=str(tmp_path / "dlt"),
+            lag_seconds=lag.total_seconds(),
+        )
+        counts = info.pipeline.last_trace.last_normalize_info.row_counts
+        return {table: counts.get(table, 0) for table in OPERATIONAL_TABLES}
+
+    # three customers inside the lag window (by updated_at, which none of the edits below moves)
+    (high_water,) = query(urls["operational"], "select max(updated_at) from customers")[0]
+    renamed, blanked, null_to_blank = (
+        row[0]
+        for row in query(
+            urls["operational"],
+            "select id from customers where updated_at >= %s and contact_name is not null order by id limit 3",
+            (high_water - lag,),
+        )
+    )
+    query(urls["operational"], "update customers set email = null where id = %s", (null_to_blank,))
+
+    load()
+    before = {table: _loaded_at(urls["warehouse"], table) for table in OPERATIONAL_TABLES}
+    assert load() == dict.fromkeys(OPERATIONAL_TABLES, 0), "a quiet source loads nothing"
+    assert {table: _loaded_at(urls["warehouse"], table) for table in OPERATIONAL_TABLES} == before
+    ((details,),) = query(
+        urls["warehouse"],
+        "select details from ops.processing_log where component = 'operational' order by started_at desc limit 1",
+    )
+    assert details["unchanged_rows_skipped"]["customers"] >= 3, "customers were re-read in the lag window"
+
+    # updated_at untouched: a changed name and a value that became '' (dlt lands it as NULL) are changes;
+    # '' where bronze holds NULL is what dlt would land anyway, so it is not one
+    query(urls["operational"], "update customers set name = name || ' (matriz)' where id = %s", (renamed,))
+    query(urls["operational"], "update customers set contact_name = '' where id = %s", (blanked,))
+    query(urls["operational"], "update customers set email = '' where id = %s", (null_to_blank,))
+
+    assert load() == {table: 2 if table == "customers" else 0 for table in OPERATIONAL_TABLES}
+    after = _loaded_at(urls["warehouse"], "customers")
+    assert {key for key, at in after.items() if at != before["customers"][key]} == {renamed, blanked}
+    landed = dict(
+        (row[0], row[1:])
+        for row in query(
+            urls["warehouse"],
+            "select id, name, contact_name, email from bronze_operational.customers where id = any(%s)",
+            ([renamed, blanked, null_to_blank],),
+        )
+    )
+    ((source_name,),) = query(urls["operational"], "select name from customers where id = %s", (renamed,))
+    assert landed[renamed][0] == source_name
+    assert landed[blanked][1] is None and landed[null_to_blank][2] is None
+    for table, (source, bronze) in bronze_matches_source(urls).items():
+        if table != "customers":  # '' at the source is NULL in bronze
+            assert source == bronze, f"bronze {table} differs from the source"
 
 
 def test_rows_a_resumed_load_copied_twice_are_dropped(fresh_databases, tmp_path):
