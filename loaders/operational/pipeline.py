@@ -94,12 +94,14 @@ def operational_source(
     append_tables: Collection[str] = (),
     read_with_copy: bool = True,
     unchanged_rows_skipped: dict[str, int] | None = None,
+    skip_unchanged_rows: bool = True,
 ) -> Iterator[Any]:
     """The seven operational tables, merged on id, plus the list of rows deleted at the source.
 
     `warehouse_credentials` is read to reconcile deletions (bronze ids vs. source ids) and to drop re-read
     rows that equal their bronze version (`bronze_versions`; counted per table in `unchanged_rows_skipped`);
-    without it no deletions are detected and every re-read row is loaded again. `append_tables` are appended instead of merged: only for tables whose bronze
+    without it no deletions are detected and every re-read row is loaded again. `skip_unchanged_rows` must be
+    False when the run replaces bronze (a full refresh drops the tables after they were compared). `append_tables` are appended instead of merged: only for tables whose bronze
     copy is empty (see `empty_bronze_tables`), where both give the same rows. `read_with_copy=False` reads
     with dlt's own pyarrow backend (row by row) instead of COPY: same rows and types, slower.
     """
@@ -122,7 +124,7 @@ def operational_source(
             primary_key="id",
             incremental=dlt.sources.incremental("updated_at", lag=lag_seconds),
         )
-        if warehouse_credentials is not None and name not in append_tables:
+        if skip_unchanged_rows and warehouse_credentials is not None and name not in append_tables:
             # re-read rows equal to bronze keep their `_loaded_at`: a quiet table must not look fresh
             resource.add_map(
                 skip_unchanged(_url(warehouse_credentials), bronze_schema, name, unchanged_rows_skipped)
@@ -426,6 +428,7 @@ def load_operational(
                 append_tables=append_tables,
                 read_with_copy=read_with_copy,
                 unchanged_rows_skipped=unchanged_rows_skipped,
+                skip_unchanged_rows=not full_refresh,  # bronze is dropped: every row must be loaded
             )
             info = pipeline.run(
                 source,

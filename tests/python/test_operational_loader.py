@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -417,6 +418,21 @@ def test_full_refresh_drops_and_appends_without_duplicates(fresh_databases, tmp_
     for table, (source, bronze) in bronze_matches_source(urls).items():
         assert source == bronze, f"bronze {table} differs from the source after a full refresh"
 
+    # the merge path (as on BigQuery): bronze is compared with nothing, since the refresh drops it
+    merged = load_operational(
+        urls["operational"],
+        urls["warehouse"],
+        pipelines_dir=str(tmp_path / "dlt"),
+        full_refresh=True,
+        append_when_empty=False,
+    )
+    row_counts = merged.pipeline.last_trace.last_normalize_info.row_counts
+    for table in OPERATIONAL_TABLES:
+        ((source_rows,),) = query(urls["operational"], f"select count(*) from {table}")
+        assert row_counts[table] == source_rows, table
+    for table, (source, bronze) in bronze_matches_source(urls).items():
+        assert source == bronze, f"bronze {table} differs from the source after a merged full refresh"
+
 
 def _typed_fingerprints(url: str, schema: str) -> dict[str, tuple]:
     """Per table: every column's full type (length, precision, scale, nullability) and the content of every
@@ -556,8 +572,10 @@ def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, 
     urls = fresh_databases
     lag = 2 * 24 * 3600
     generator.generate(urls["operational"], scale=SMALL, seed=31, as_of=AS_OF)
-    for schema, copy in (("bronze_copy", True), ("bronze_rows", False)):
-        load_operational(
+    readers = (("bronze_copy", True), ("bronze_rows", False))
+
+    def load(schema: str, copy: bool) -> Any:
+        return load_operational(
             urls["operational"],
             urls["warehouse"],
             bronze_schema=schema,
@@ -565,6 +583,9 @@ def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, 
             lag_seconds=lag,
             read_with_copy=copy,
         )
+
+    for schema, copy in readers:
+        load(schema, copy)
     high_water = {
         table: query(urls["operational"], f"select max(updated_at) from {table}")[0][0]
         for table in OPERATIONAL_TABLES
@@ -603,15 +624,8 @@ def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, 
     ((all_lines,),) = query(urls["operational"], "select count(*) from order_items")
     assert expected["order_items"] < all_lines / 2, "the lag window should not cover most of the table"
 
-    for schema, copy in (("bronze_copy", True), ("bronze_rows", False)):
-        info = load_operational(
-            urls["operational"],
-            urls["warehouse"],
-            bronze_schema=schema,
-            pipelines_dir=str(tmp_path / schema),
-            lag_seconds=lag,
-            read_with_copy=copy,
-        )
+    for schema, copy in readers:
+        info = load(schema, copy)
         row_counts = info.pipeline.last_trace.last_normalize_info.row_counts
         assert {table: row_counts.get(table, 0) for table in OPERATIONAL_TABLES} == expected_loaded, schema
         ((details,),) = query(
