@@ -23,6 +23,10 @@ Why it is built this way:
   days (default 28) and the merge updates restated rows; older days are final and are never asked for
   again. The cursor (per account, the last day loaded) lives in dlt's resource state, which is committed
   in the warehouse with the data of the same load: a run that fails or is killed advances nothing.
+- **Re-read rows equal to bronze are not loaded again** (bronze_versions.py): entities are re-listed whole
+  and the re-fetch window re-read on every run, and re-loading an unchanged row would move its `_loaded_at`
+  and make every mart below look stale to the nightly job. Counted in the processing log
+  (`unchanged_rows_skipped`); never on a full refresh (bronze is dropped).
 - **The first run back-fills** from `start_date` (default: as far back as the API allows), never earlier
   than the 37 months the Insights API keeps (an earlier start is clamped, with a warning).
 - **Big ranges go through asynchronous report runs**, at most `days_per_request` days each; a run that
@@ -54,6 +58,7 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.typing import TSecretStrValue
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from loaders.facebook.bronze_versions import BronzeVersions
 from loaders.facebook.client import (
     DEFAULT_API_VERSION,
     DEFAULT_BASE_URL,
@@ -188,11 +193,15 @@ class LoadStats:
     splits: list[dict[str, str]] = field(default_factory=list)
     clamped: dict[str, str] = field(default_factory=dict)  # account -> first day actually requested
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # account -> table -> rows extracted
+    skipped: dict[str, int] = field(default_factory=dict)  # table -> rows equal to bronze, not loaded
     client: Any = None  # the client's ClientStats, live while the run goes on
 
     def count(self, account: str, table: str, n: int) -> None:
         per_table = self.rows.setdefault(account, {})
         per_table[table] = per_table.get(table, 0) + n
+
+    def skip(self, table: str, n: int) -> None:
+        self.skipped[table] = self.skipped.get(table, 0) + n
 
 
 @dataclass
@@ -328,8 +337,10 @@ class Extractor:
         today: dt.date | None,
         days_per_request: int,
         async_min_days: int,
+        bronze: BronzeVersions | None = None,
     ) -> None:
         self.client = client
+        self.bronze = bronze
         self.stats = stats
         self.loaded_at = loaded_at
         self.breakdowns = list(breakdowns)
@@ -339,6 +350,16 @@ class Extractor:
         self.days_per_request = max(1, days_per_request)
         self.async_min_days = max(1, async_min_days)
         self._accounts: dict[str, dict[str, Any]] = {}
+
+    def changed(
+        self, table: str, rows: list[dict[str, Any]], key: Sequence[str], where: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """`rows` without those equal to their bronze version (bronze_versions.py), counted as skipped."""
+        if self.bronze is None or not rows:
+            return rows
+        kept = self.bronze.changed(table, rows, key, where)
+        self.stats.skip(table, len(rows) - len(kept))
+        return kept
 
     # entities ----------------------------------------------------------------------------------
 
@@ -363,12 +384,15 @@ class Extractor:
         self.stats.count(account, "ad_accounts", 1)
         return row
 
+    def changed_account_rows(self, account: str) -> list[dict[str, Any]]:
+        return self.changed("ad_accounts", [self.account_row(account)], ("id",), {"id": account})
+
     def entity_rows(self, account: str, edge: str, table: str) -> list[dict[str, Any]]:
         fields = {"campaigns": CAMPAIGN_FIELDS, "adsets": ADSET_FIELDS, "ads": AD_FIELDS}[edge]
         params = {"fields": fields, "effective_status": EFFECTIVE_STATUSES[edge]}
         rows = [self._entity(raw, account) for raw in self.client.collect(f"{account}/{edge}", params)]
         self.stats.count(account, table, len(rows))
-        return rows
+        return self.changed(table, rows, ("id",), {"account_id": _digits(account)})
 
     def _entity(self, raw: Mapping[str, Any], account: str) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -441,7 +465,8 @@ class Extractor:
             raw = self._fetch(account, start, end)
             rows = [self._insight(r) for r in raw]
             self.stats.count(account, table, len(rows))
-            yield rows
+            key = (*GRAIN, *self.breakdowns)
+            yield self.changed(table, rows, key, {"account_id": _digits(account), "date_start": (start, end)})
 
     def _params(self, since: dt.date, until: dt.date) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -535,6 +560,7 @@ def facebook_ads_source(
     async_min_days: int = DEFAULT_ASYNC_MIN_DAYS,
     client_settings: dict[str, Any] | None = None,
     stats: LoadStats | None = None,
+    bronze: BronzeVersions | None = None,
 ) -> Iterator[Any]:
     """Ad accounts, campaigns, ad sets, ads and daily ad-level insights of `account_ids`.
 
@@ -542,6 +568,7 @@ def facebook_ads_source(
     ACCESS_TOKEN (secret), ACCOUNT_IDS (JSON list or comma-separated), BASE_URL, API_VERSION, START_DATE,
     TODAY (the API's "today", for tests and the demo's simulated world), REFETCH_DAYS, BREAKDOWNS,
     DAYS_PER_REQUEST, ASYNC_MIN_DAYS, CLIENT_SETTINGS (JSON of client.ClientSettings fields).
+    `bronze`: rows equal to their bronze version are dropped (see bronze_versions.py); None loads them all.
     """
     accounts = normalize_account_ids(account_ids)
     if not accounts:
@@ -568,11 +595,12 @@ def facebook_ads_source(
         today=_date(today),
         days_per_request=days_per_request,
         async_min_days=async_min_days,
+        bronze=bronze,
     )
 
     @dlt.resource(name="ad_accounts", write_disposition="merge", primary_key="id", columns=ACCOUNT_COLUMNS)
     def ad_accounts() -> Iterator[list[dict[str, Any]]]:
-        yield [extractor.account_row(account) for account in accounts]
+        yield [row for account in accounts for row in extractor.changed_account_rows(account)]
 
     def entity_resource(edge: str, table: str, columns: dict[str, Any]) -> Any:
         @dlt.resource(name=table, write_disposition="merge", primary_key="id", columns=columns)
@@ -661,6 +689,8 @@ def load_facebook(
     for log in watched:
         log.addFilter(scrub)
     plog = ProcessingLog(warehouse_url, component="facebook_ads") if processing_log else None
+    # a full refresh drops bronze: every row must be loaded, none compared
+    bronze = None if full_refresh else BronzeVersions(warehouse_url, schema)
     entry = plog.start(run_id, layer="bronze", payload_type="facebook_ads") if plog else None
     try:
         os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
@@ -673,8 +703,14 @@ def load_facebook(
             pipelines_dir=pipelines_dir,
             progress=progress,
         )
-        source = facebook_ads_source(stats=stats, **{k: v for k, v in overrides.items() if v is not None})
+        source = facebook_ads_source(
+            stats=stats, bronze=bronze, **{k: v for k, v in overrides.items() if v is not None}
+        )
         for resource in source.resources.values():
+            if bronze is not None and isinstance(resource.columns, dict):
+                bronze.json_columns[resource.name] = frozenset(
+                    name for name, hint in resource.columns.items() if hint.get("data_type") == "json"
+                )
             if destination.json_as_text and isinstance(resource.columns, dict):
                 resource.apply_hints(columns=destination.column_hints(resource.columns))
         if pipeline.has_pending_data:
@@ -707,6 +743,8 @@ def load_facebook(
     finally:
         for log in watched:
             log.removeFilter(scrub)
+        if bronze is not None:
+            bronze.close()
     _finish(plog, entry, "completed", None, stats)
     return FacebookLoadResult(info=info, stats=stats, run_id=run_id)
 
@@ -731,9 +769,12 @@ def _finish(plog: Any, entry: Any, status: str, message: str | None, stats: Load
             "splits": stats.splits,
             "clamped": stats.clamped,
             "client": stats.client.as_dict() if stats.client is not None else None,
+            # re-read rows equal to their bronze version, not loaded again (they keep their _loaded_at)
+            "unchanged_rows_skipped": dict(sorted(stats.skipped.items())),
         }
         if status == "completed":
-            counts = {"records_processed": total, "records_loaded": total, "records_invalid": 0}
+            loaded = total - sum(stats.skipped.values())  # the rows extracted are in details["rows"]
+            counts = {"records_processed": loaded, "records_loaded": loaded, "records_invalid": 0}
             plog.finish(entry, status, message=message, details=details, **counts)
         else:  # nothing of a failed run is committed
             plog.finish(entry, status, message=message, details=details)

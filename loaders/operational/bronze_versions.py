@@ -98,6 +98,8 @@ def bronze_versions(
             return _concat(copy_arrow_tables(warehouse_url, select, wanted, chunk_rows=1 << 62), wanted)
         except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
             return None
+        except pa.ArrowInvalid:  # bronze keeps a column in another type (e.g. a naive timestamp as UTC)
+            return None
     return _bigquery_versions(warehouse_url, dataset, table, columns, cursor, wanted, low, high)
 
 

@@ -540,12 +540,18 @@ def test_facebook_loader_on_bigquery_matches_the_api_and_reruns_change_nothing(b
         assert sorted(c["id"] for c in double.campaigns()) == sorted(r[0] for r in campaigns)
         before = {t: _rows(bq.rows(bq.facebook, t, [c for c in bq.columns(bq.facebook, t) if c not in LINEAGE]))
                   for t in ("ad_accounts", "campaigns", "ad_sets", "ads", "ad_insights")}  # fmt: skip
+        stamps = {t: _rows(bq.rows(bq.facebook, t, ["_loaded_at", "_dlt_id"])) for t in before}
 
         second = load_facebook(bq.url, bronze_schema=bq.facebook, **kwargs)
         assert sum(per["ad_insights"] for per in second.stats.rows.values()) > 0, "nothing was re-fetched"
         after = {t: _rows(bq.rows(bq.facebook, t, [c for c in bq.columns(bq.facebook, t) if c not in LINEAGE]))
                  for t in before}  # fmt: skip
         assert after == before
+        # nothing changed at the API: every re-read row equals bronze, none is loaded or re-stamped
+        assert second.stats.skipped == {
+            t: sum(per.get(t, 0) for per in second.stats.rows.values()) for t in before
+        }
+        assert {t: _rows(bq.rows(bq.facebook, t, ["_loaded_at", "_dlt_id"])) for t in before} == stamps
     runs = [r for r in bq.log() if r["component"] == "facebook_ads"]
     assert [(r["run_id"], r["status"]) for r in runs] == [
         (first.run_id, "completed"),
