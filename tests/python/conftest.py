@@ -49,6 +49,44 @@ def fresh_databases(embedded_pg: EmbeddedPostgres, request: pytest.FixtureReques
     return make_databases(embedded_pg, request.node.name)
 
 
+# The longest work units of the suite (an xdist_group, else a test), longest first, as measured on the 2-core
+# CI machine. `--dist loadgroup` (with --no-loadscope-reorder, see pyproject.toml) hands the units to the two
+# workers in collection order, each worker taking the next one as it frees up; starting with the longest
+# keeps a five-minute unit from starting last and running alone at the end. Only the order changes.
+LONGEST_FIRST = (
+    "bigquery_daily",
+    "tests/python/test_nightly.py",
+    "e2e_daily",
+    "lgpd_warehouse",
+    "tests/python/test_cli.py::test_demo_runs_end_to_end_on_the_embedded_default",
+    "gcs_pipeline",
+    "gold_warehouse",
+    "tests/python/test_bench_smoke.py",
+    "marketing_pipeline",
+    "tests/python/test_bigquery_dbt.py",
+    "tests/python/test_style.py::test_sqlfluff_lint_is_clean",
+    "tests/python/test_bigquery_loaders.py",
+)
+
+
+def xdist_groups(item: pytest.Item) -> list[str]:
+    return sorted({str(mark.args[0]) for mark in item.iter_markers("xdist_group") if mark.args})
+
+
+def work_unit_rank(item: pytest.Item) -> int:
+    """Position of the item's work unit in LONGEST_FIRST; the others keep their order after them."""
+    groups = xdist_groups(item)
+    for rank, unit in enumerate(LONGEST_FIRST):
+        if unit in groups or (not groups and item.nodeid.startswith(unit)):
+            return rank
+    return len(LONGEST_FIRST)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's reordering by fixture scope and xdist's own hook
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=work_unit_rank)  # stable: a unit's tests keep their order, a module stays contiguous
+
+
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bigquery_emulator import DBT_THREADS_ARGS
 from conftest import make_databases
 from helpers import cli_env, query, run_cli
 
@@ -87,11 +88,11 @@ def bq_daily(embedded_pg, bigquery_emulator, tmp_path_factory):
     env = bigquery_env(urls, state, bigquery_emulator, PREFIX)
     run_cli(env, "gcs", "samples", "--as-of", AS_OF.isoformat())
     run_cli(env, "load")
-    first_build = run_cli(env, "transform", "--", "--vars", dbt_vars(AS_OF))
+    first_build = run_cli(env, "transform", "--", "--vars", dbt_vars(AS_OF), *DBT_THREADS_ARGS)
     days = generator.advance_day(urls["operational"], days=1)
     run_cli(env, "load")
     world = generator.world_date(urls["operational"])
-    run_cli(env, "transform", "--", "--vars", dbt_vars(world, **ZERO_LOOKBACK), *NO_TESTS)
+    run_cli(env, "transform", "--", "--vars", dbt_vars(world, **ZERO_LOOKBACK), *NO_TESTS, *DBT_THREADS_ARGS)
     return {"urls": urls, "env": env, "state": state, "days": days, "first_build": first_build}
 
 
@@ -128,7 +129,16 @@ def test_daily_incremental_runs_equal_a_full_refresh(bq_daily, bigquery_emulator
     env = dict(bq_daily["env"], DBT_SCHEMA_PREFIX=REFRESH_PREFIX, WAREHOUSE_STATE_DIR=str(tmp_path))
     as_of = generator.world_date(urls["operational"])
     run_cli(
-        env, "transform", "--", "--full-refresh", "--select", "+marts", "--vars", dbt_vars(as_of), *NO_TESTS
+        env,
+        "transform",
+        "--",
+        "--full-refresh",
+        "--select",
+        "+marts",
+        "--vars",
+        dbt_vars(as_of),
+        *NO_TESTS,
+        *DBT_THREADS_ARGS,
     )
     for fact, (partition_column, _) in INCREMENTAL_FACTS.items():
         everything = f"{partition_column} >= '1900-01-01'"
@@ -203,6 +213,7 @@ def test_quality_gate_stops_the_build_on_bad_data(bq_daily, bigquery_emulator):
             "stg_operational__order_items+1",
             "--vars",
             dbt_vars(as_of),
+            *DBT_THREADS_ARGS,
             check=False,
         )
         assert result.returncode != 0, result.stdout[-3000:]
