@@ -100,10 +100,11 @@ def operational_source(
 
     `warehouse_credentials` is read to reconcile deletions (bronze ids vs. source ids) and to drop re-read
     rows that equal their bronze version (`bronze_versions`; counted per table in `unchanged_rows_skipped`);
-    without it no deletions are detected and every re-read row is loaded again. `skip_unchanged_rows` must be
-    False when the run replaces bronze (a full refresh drops the tables after they were compared). `append_tables` are appended instead of merged: only for tables whose bronze
-    copy is empty (see `empty_bronze_tables`), where both give the same rows. `read_with_copy=False` reads
-    with dlt's own pyarrow backend (row by row) instead of COPY: same rows and types, slower.
+    without it no deletions are detected and every re-read row is loaded again. `skip_unchanged_rows` must
+    be False when the run replaces bronze (a full refresh drops the tables after they were compared).
+    `append_tables` are appended instead of merged: only for tables whose bronze copy is empty (see
+    `empty_bronze_tables`), where both give the same rows. `read_with_copy=False` reads with dlt's own
+    pyarrow backend (row by row) instead of COPY: same rows and types, slower.
     """
     loaded_at = pa.scalar(dt.datetime.now(dt.UTC), type=pa.timestamp("us", tz="UTC"))
     if unchanged_rows_skipped is None:
@@ -157,8 +158,9 @@ def source_deletions(
     `detected_at` is when a deletion was first seen: a deletion listed by an earlier run keeps its time, so
     the table's freshness (and the nightly dbt job) moves only when a new deletion appears.
     """
-    on_postgres = warehouse_kind(warehouse_url) == "postgres"
-    deleted_ids = _deleted_ids_postgres if on_postgres else _deleted_ids_bigquery
+    deleted_ids = (
+        _deleted_ids_postgres if warehouse_kind(warehouse_url) == "postgres" else _deleted_ids_bigquery
+    )
     first_seen = _previous_detections(warehouse_url, bronze_schema)
     now = detected_at.as_py()
     tables = []

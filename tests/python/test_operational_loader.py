@@ -325,6 +325,28 @@ def test_deletions_are_reconciled_in_the_warehouse(fresh_databases, tmp_path):
     )
     assert flagged == [("order_items", line) for line in sorted(gone)]
 
+    # a deletion keeps the time it was first seen; only a new one gets this run's (freshness moves only then)
+    first_seen = dict(
+        query(urls["warehouse"], "select id, detected_at from bronze_operational.source_deletions")
+    )
+    ((later,),) = query(
+        urls["operational"], "delete from orders where id = (select max(id) from orders) returning id"
+    )
+    load_operational(urls["operational"], urls["warehouse"], pipelines_dir=str(tmp_path / "dlt"))
+    detected = dict(
+        query(
+            urls["warehouse"],
+            "select id, detected_at from bronze_operational.source_deletions where table_name = 'order_items'",
+        )
+    )
+    assert {line: detected[line] for line in first_seen} == first_seen  # (its lines are new deletions too)
+    ((new_detection,),) = query(
+        urls["warehouse"],
+        "select detected_at from bronze_operational.source_deletions where table_name = 'orders' and id = %s",
+        (later,),
+    )
+    assert new_detection > max(first_seen.values())
+
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
 def test_utc_timestamps_as_text_is_what_the_csv_writer_writes(unit):
