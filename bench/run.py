@@ -249,7 +249,7 @@ def _child_facebook_loader(args: dict[str, Any]) -> dict[str, Any]:
     from loaders.facebook.graph_double import serve
     from loaders.facebook.pipeline import load_facebook
 
-    with serve(args["operational_url"]) as double:
+    with serve(args["operational_url"], accounts=args.get("accounts")) as double:
         kwargs = double.loader_kwargs()
         started = time.monotonic()
         result = load_facebook(
@@ -485,6 +485,7 @@ class Bench:
                     "warehouse_url": self.warehouse_url,
                     "schema": schema,
                     "pipelines_dir": str(self.work_dir / f"dlt-fb-{run}"),
+                    "accounts": self.args.fb_accounts or None,
                 },
                 self.log_dir,
             )
@@ -925,6 +926,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dbt-runs", type=int, default=0, help="runs per dbt measurement (default: --runs)")
     parser.add_argument(
+        "--fb-accounts",
+        type=int,
+        default=0,
+        help="Facebook ad accounts the Graph API double serves (default: the world's own 2; the target: 50)",
+    )
+    parser.add_argument(
         "--dbt-select",
         default="",
         help="dbt node selection (default: the whole project; the smoke test: +fact_orders)",
@@ -985,6 +992,7 @@ def main(argv: list[str] | None = None) -> int:
             "gcs_mib": args.gcs_mb,
             "runs": args.runs,
             "dbt_runs": args.dbt_runs or args.runs,
+            "fb_accounts": args.fb_accounts or None,
             "dbt_select": args.dbt_select or "(all)",
             "dbt_command": args.dbt_command,
             "change_levels_pct": [round(x * 100, 3) for x in args.levels],

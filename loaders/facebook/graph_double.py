@@ -148,7 +148,9 @@ class AdWorld:
     conversions: dict[tuple[str, int], list[Decimal]] = field(default_factory=dict)  # (ad id, day) -> values
 
     @classmethod
-    def from_operational(cls, url: str) -> AdWorld:
+    def from_operational(cls, url: str, accounts: int | None = None) -> AdWorld:
+        """The ad world of the operational world at `url`; `accounts` (benchmarks) adds ad accounts beyond
+        the world's own, with campaigns, ad sets, ads and delivery but no acquisitions."""
         conn = psycopg2.connect(url)
         try:
             with conn.cursor() as cur:
@@ -171,7 +173,7 @@ class AdWorld:
             conn.close()
         as_of_day = generator.day_number(as_of)
         start_day = as_of_day - int(scale.get("history_days", 365))
-        world = cls.build(int(seed), start_day, as_of_day, world_date)
+        world = cls.build(int(seed), start_day, as_of_day, world_date, accounts)
         by_campaign: dict[str, list[Ad]] = {}
         for ad in world.ads:
             by_campaign.setdefault(ad.adset.campaign.id, []).append(ad)
@@ -187,12 +189,16 @@ class AdWorld:
         return world
 
     @classmethod
-    def build(cls, seed: int, start_day: int, as_of_day: int, world_date: dt.date) -> AdWorld:
-        campaigns = generator.facebook_campaigns(seed, start_day, as_of_day)
-        accounts = {
+    def build(
+        cls, seed: int, start_day: int, as_of_day: int, world_date: dt.date, accounts: int | None = None
+    ) -> AdWorld:
+        campaigns = generator.facebook_campaigns(seed, start_day, as_of_day, accounts)
+        ad_accounts = {
             account_id: Account(account_id, name)
             for account_id, name in zip(
-                generator.facebook_account_ids(seed), generator.FACEBOOK_ACCOUNT_NAMES, strict=True
+                generator.facebook_account_ids(seed, accounts),
+                generator.facebook_account_names(accounts),
+                strict=True,
             )
         }
         adsets, ads = [], []
@@ -221,7 +227,7 @@ class AdWorld:
                             cpm=rng.uniform(12.0, 35.0),
                         )
                     )
-        return cls(seed, world_date, accounts, campaigns, adsets, ads)
+        return cls(seed, world_date, ad_accounts, campaigns, adsets, ads)
 
     # objects as the API shows them on `today` ----------------------------------------------------
 
@@ -515,10 +521,11 @@ class GraphDouble:
         access_token: str = DEFAULT_TOKEN,
         today: dt.date | None = None,
         max_page_size: int = 50,
+        accounts: int | None = None,
     ) -> None:
         self.operational_url = operational_url
         self.access_token = access_token
-        self.world = AdWorld.from_operational(operational_url)
+        self.world = AdWorld.from_operational(operational_url, accounts)
         self._today = today
         self.max_page_size = max_page_size
         self.faults = Faults()
@@ -1048,9 +1055,17 @@ def serve(
     access_token: str = DEFAULT_TOKEN,
     today: dt.date | None = None,
     max_page_size: int = 50,
+    accounts: int | None = None,
 ) -> Iterator[GraphDouble]:
-    """Start the double on `host:port` (0: a free port) for the world in `operational_url`; stop it after."""
-    double = GraphDouble(operational_url, access_token=access_token, today=today, max_page_size=max_page_size)
+    """Start the double on `host:port` (0: a free port) for the world in `operational_url`; stop it after.
+    `accounts`: serve that many ad accounts (benchmarks), the world's own first."""
+    double = GraphDouble(
+        operational_url,
+        access_token=access_token,
+        today=today,
+        max_page_size=max_page_size,
+        accounts=accounts,
+    )
     double.start(host, port)
     try:
         yield double

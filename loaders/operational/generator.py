@@ -594,20 +594,46 @@ class AdCampaign:
     weight: float  # share of the acquisitions among the campaigns running on the same day
 
 
-def facebook_account_ids(seed: int) -> list[str]:
-    """The ad account ids (without act_) of the sample world."""
+def facebook_account_names(accounts: int | None = None) -> list[str]:
+    """The ad accounts' names: the world's own accounts, then (benchmarks) numbered extra ones."""
+    count = len(FACEBOOK_ACCOUNT_NAMES) if accounts is None else accounts
+    extra = [
+        f"Distribuidora | Conta Regional {n:02d}" for n in range(len(FACEBOOK_ACCOUNT_NAMES) + 1, count + 1)
+    ]
+    return [*FACEBOOK_ACCOUNT_NAMES, *extra][:count]
+
+
+def facebook_account_ids(seed: int, accounts: int | None = None) -> list[str]:
+    """The ad account ids (without act_) of the sample world. `accounts` beyond the world's own (benchmarks:
+    50 accounts) continue the same random stream, so the first accounts stay the same."""
     rng = sub_rng(seed, "facebook:accounts")
-    return [str(rng.randrange(10**14, 10**15)) for _ in FACEBOOK_ACCOUNT_NAMES]
+    return [str(rng.randrange(10**14, 10**15)) for _ in facebook_account_names(accounts)]
 
 
-def facebook_campaigns(seed: int, start_day: int, as_of_day: int) -> list[AdCampaign]:
+def facebook_campaigns(
+    seed: int, start_day: int, as_of_day: int, accounts: int | None = None
+) -> list[AdCampaign]:
     """Every Facebook campaign of the world generated with (seed, history start, as_of): per ad account an
     always-on prospecting campaign and a sequence of seasonal ones; campaigns that ended before as_of end
-    up paused, archived or deleted (at least one archived and one deleted when two or more ended)."""
-    rng = sub_rng(seed, "facebook:campaigns")
+    up paused, archived or deleted (at least one archived and one deleted when two or more ended).
+    Extra `accounts` get their campaigns from a stream of their own, after the world's, which do not change."""
+    account_ids = facebook_account_ids(seed, accounts)
+    own = len(FACEBOOK_ACCOUNT_NAMES)
+    campaigns = _account_campaigns(
+        sub_rng(seed, "facebook:campaigns"), account_ids[:own], start_day, as_of_day
+    )
+    if len(account_ids) > own:
+        extra = sub_rng(seed, "facebook:campaigns:extra")
+        campaigns += _account_campaigns(extra, account_ids[own:], start_day, as_of_day)
+    return campaigns
+
+
+def _account_campaigns(
+    rng: random.Random, account_ids: Sequence[str], start_day: int, as_of_day: int
+) -> list[AdCampaign]:
     first_day = start_day - ADS_LEAD_DAYS
     campaigns: list[AdCampaign] = []
-    for account_id in facebook_account_ids(seed):
+    for account_id in account_ids:
         campaigns.append(
             AdCampaign(
                 id=f"120{rng.randrange(10**14, 10**15)}",

@@ -516,3 +516,18 @@ def test_facebook_acquired_customers_reference_campaigns_the_double_serves(embed
                 if a["action_type"] == "purchase"
             )
             assert purchases >= count, f"campaign {campaign} on {day}: {purchases} purchases, {count} signups"
+
+
+def test_extra_ad_accounts_leave_the_worlds_own_unchanged() -> None:
+    """Benchmarks ask the Graph API double for 50 ad accounts: the world's own accounts and campaigns (which
+    the pharmacies' acquisition refers to) must stay exactly what they are without the extra ones."""
+    from loaders.operational import generator
+
+    own_ids = generator.facebook_account_ids(5)
+    own = generator.facebook_campaigns(5, 20_000, 20_700)
+    ids = generator.facebook_account_ids(5, 50)
+    campaigns = generator.facebook_campaigns(5, 20_000, 20_700, 50)
+    assert ids[: len(own_ids)] == own_ids and len(set(ids)) == 50
+    assert [c for c in campaigns if c.account_id in own_ids] == own
+    assert {c.account_id for c in campaigns} == set(ids), "every extra account runs campaigns"
+    assert len(generator.facebook_account_names(50)) == 50
