@@ -17,6 +17,9 @@ CSV details that matter for equality: COPY writes NULL as an unquoted empty fiel
 `""` (read with `quoted_strings_can_be_null=False` and `""` as the only null spelling, so the text "NULL"
 or "NA" stays text); booleans as t/f; timestamptz in the session time zone, set to UTC for the COPY
 (`2025-01-01 10:00:00.123456+00`, which pyarrow reads as an instant); dates and timestamps in ISO style.
+A query with no text column (numbers, booleans, dates and timestamps only: order_items) is read in COPY's
+text format instead, which PostgreSQL writes ~20 % faster: tab-separated, NULL as `\\N`, and no value of
+those types can hold a tab, a line break or a backslash, so no escaping or quoting is involved.
 """
 
 from __future__ import annotations
@@ -85,12 +88,19 @@ class PostgresCopyTableLoader(TableLoader):
         return pa.schema(fields)
 
 
-def copy_arrow_tables(url: str, select_sql: str, schema: pa.Schema, chunk_rows: int) -> Iterator[pa.Table]:
+def copy_arrow_tables(
+    url: str, select_sql: str, schema: pa.Schema, chunk_rows: int, copy_format: str | None = None
+) -> Iterator[pa.Table]:
     """Arrow tables of at most about `chunk_rows` rows from one `COPY (select_sql) TO STDOUT` (one snapshot).
 
     psycopg2 writes the COPY stream into an OS pipe from a thread; pyarrow parses the other end block by
     block. A failed COPY raises here (after the rows read so far, which dlt then discards with the run).
+    `copy_format` is COPY's "text" or "csv"; by default text when no column is text (see the module doc).
     """
+    if copy_format is None:
+        copy_format = copy_format_for(schema)
+    if copy_format not in ("text", "csv"):
+        raise ValueError(f"copy_format must be 'text' or 'csv', not {copy_format!r}")
     conn = psycopg2.connect(url)
     read_fd, write_fd = os.pipe()
     failure: list[BaseException] = []
@@ -100,7 +110,9 @@ def copy_arrow_tables(url: str, select_sql: str, schema: pa.Schema, chunk_rows: 
         try:
             with os.fdopen(write_fd, "wb", buffering=PIPE_BUFFER_BYTES) as sink, conn.cursor() as cur:
                 cur.execute("set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'")
-                cur.copy_expert(f"copy ({select_sql}) to stdout (format csv)", sink, size=PIPE_BUFFER_BYTES)
+                cur.copy_expert(
+                    f"copy ({select_sql}) to stdout (format {copy_format})", sink, size=PIPE_BUFFER_BYTES
+                )
         except BaseException as exc:  # re-raised by the reading side below
             failure.append(exc)
 
@@ -111,7 +123,7 @@ def copy_arrow_tables(url: str, select_sql: str, schema: pa.Schema, chunk_rows: 
         try:
             reader = io.BufferedReader(io.FileIO(read_fd, "rb"), buffer_size=PIPE_BUFFER_BYTES)
             if reader.peek(1):  # pyarrow rejects an empty stream; no rows means no tables, as in dlt
-                yield from _parse(reader, schema, chunk_rows)
+                yield from _parse(reader, schema, chunk_rows, copy_format)
         finally:
             if reader is None:
                 os.close(read_fd)
@@ -127,14 +139,28 @@ def copy_arrow_tables(url: str, select_sql: str, schema: pa.Schema, chunk_rows: 
         conn.close()
 
 
-def _parse(stream: io.BufferedReader, schema: pa.Schema, chunk_rows: int) -> Iterator[pa.Table]:
+def copy_format_for(schema: pa.Schema) -> str:
+    """COPY's text format when no column is text (cheaper for the server, nothing to escape), else csv."""
+    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+    return "csv" if any(is_text(field.type) for field in schema for is_text in text) else "text"
+
+
+def _parse(
+    stream: io.BufferedReader, schema: pa.Schema, chunk_rows: int, copy_format: str
+) -> Iterator[pa.Table]:
+    if copy_format == "text":  # no text column: nothing is quoted or escaped, NULL is \N
+        parse_options = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False)
+        null_values = ["\\N"]
+    else:
+        parse_options = pacsv.ParseOptions(newlines_in_values=True)
+        null_values = [""]
     csv = pacsv.open_csv(
         stream,
         read_options=pacsv.ReadOptions(column_names=schema.names, block_size=READ_BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        parse_options=parse_options,
         convert_options=pacsv.ConvertOptions(
             column_types=schema,
-            null_values=[""],
+            null_values=null_values,
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
             true_values=["t"],

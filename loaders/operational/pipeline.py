@@ -37,8 +37,14 @@ Why it is built this way:
   that first saw it.
 - Speed (docs/benchmarks.md): besides the COPY reader and the append above, `dlt_fast_paths` replaces
   dlt's two slowest per-value steps (UTC timestamps in CSV, `_dlt_id`) by vectorized ones with the same
-  output, and load files are not gzipped. What is left is dlt's own passes: Arrow -> Parquet (extract),
-  Parquet -> CSV (normalize) and the COPY of a wider CSV (`_loaded_at`, `_dlt_load_id`, `_dlt_id`).
+  output and writes dlt's Parquet files without dictionary encoding, and load files are not gzipped.
+  On PostgreSQL, dlt's files are rotated every `LOAD_FILE_MAX_ROWS` rows (`DATA_WRITER__FILE_MAX_ITEMS`),
+  so a big table is several load jobs that dlt's load workers COPY in parallel: one COPY uses one server
+  core, and a single-file `order_items` COPY was the longest step of a first load. Each job is its own
+  transaction, which the guarantees above already allow for (a run killed between two jobs is finished
+  by the next run; a replayed job's rows are dropped by `_dlt_id`). What is left is dlt's own passes:
+  Arrow -> Parquet (extract), Parquet -> CSV (normalize) and the COPY of a wider CSV (`_loaded_at`,
+  `_dlt_load_id`, `_dlt_id`).
 - Empty strings: dlt's COPY of CSV files lands an empty string as NULL (FORCE_NULL on nullable columns),
   whichever reader is used.
 - Every row version carries `_loaded_at`, the time the run that loaded it extracted it: dbt's incremental
@@ -48,10 +54,11 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +87,12 @@ DEFAULT_LAG_SECONDS = 3 * 24 * 3600
 DELETIONS_TABLE = "source_deletions"
 # in the pipeline's working folder while a resumed load may have COPYed rows twice (see drop_replayed_rows)
 REPLAY_CHECK_MARKER = "replay-check-pending"
+# rows per Arrow table the source hands dlt (the COPY reader rounds up to whole CSV blocks, ~170k rows of
+# order_items); dlt rotates its files only between such tables
+CHUNK_ROWS = 100_000
+# rows per dlt file (extract's Parquet, normalize's CSV) on PostgreSQL: one file per chunk, so
+# `order_items` at 1M lines is ~6 load jobs that dlt's load workers COPY in parallel
+LOAD_FILE_MAX_ROWS = 100_000
 
 
 @dlt.source(name="operational", max_table_nesting=0)
@@ -89,7 +102,7 @@ def operational_source(
     bronze_schema: str = "bronze_operational",
     table_names: Sequence[str] = TABLES,
     lag_seconds: float = DEFAULT_LAG_SECONDS,
-    chunk_size: int = 100_000,
+    chunk_size: int = CHUNK_ROWS,
     reconcile_deletes: bool = True,
     append_tables: Collection[str] = (),
     read_with_copy: bool = True,
@@ -352,6 +365,31 @@ def drop_replayed_rows(warehouse_url: str, bronze_schema: str, table_names: Sequ
     return removed
 
 
+def _dlt_settings(warehouse: str) -> dict[str, str]:
+    """dlt settings this loader runs with, by the environment variable dlt reads each from."""
+    if warehouse != "postgres":
+        return {}  # BigQuery: one Parquet load job per table, as before (its loads are not COPY-bound)
+    return {"DATA_WRITER__FILE_MAX_ITEMS": str(LOAD_FILE_MAX_ROWS)}
+
+
+@contextlib.contextmanager
+def environment_defaults(defaults: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables that are not set yet, for the duration of the block only.
+
+    dlt reads its configuration from the environment, so a value set there (or a more specific dlt key,
+    e.g. `NORMALIZE__DATA_WRITER__FILE_MAX_ITEMS`) still wins, and other pipelines of the process (the
+    other loaders) do not inherit this loader's settings.
+    """
+    added = [name for name in defaults if name not in os.environ]
+    for name in added:
+        os.environ[name] = defaults[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def _sqlalchemy_url(url: str) -> str:
     """SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; we ship psycopg2."""
     scheme, rest = url.split("://", 1)
@@ -399,7 +437,7 @@ def load_operational(
         new_run_id(), layer="bronze", payload_type="operational", details={"schema": bronze_schema}
     )
     try:
-        with dlt_fast_paths():
+        with environment_defaults(_dlt_settings(destination.kind)), dlt_fast_paths():
             replay_check = Path(pipeline.working_dir) / REPLAY_CHECK_MARKER
             if pipeline.has_pending_data:
                 # a killed run left packages behind: finish them first, because run() would load only those
@@ -426,6 +464,7 @@ def load_operational(
                 warehouse_credentials=warehouse_url,
                 bronze_schema=bronze_schema,
                 lag_seconds=lag_seconds,
+                chunk_size=CHUNK_ROWS,
                 reconcile_deletes=reconcile_deletes,
                 append_tables=append_tables,
                 read_with_copy=read_with_copy,

@@ -799,3 +799,165 @@ def test_copy_reader_stops_cleanly_and_reports_source_errors(fresh_databases):
     assert list(copy_arrow_tables(url, "select id, text from t where false", schema, 10)) == []
     with pytest.raises(psycopg2.Error, match="division by zero"):
         list(copy_arrow_tables(url, "select id / (id - 150000), text from t", schema, 1_000))
+
+
+def _completed_jobs(pipelines_dir: Path, table: str) -> list[Path]:
+    return [p for p in pipelines_dir.rglob(f"completed_jobs/{table}.*") if p.is_file()]
+
+
+def test_big_tables_land_as_several_load_jobs_with_every_row(fresh_databases, tmp_path, monkeypatch):
+    """Rotated load files (`LOAD_FILE_MAX_ROWS`): a table is COPYed as several parallel jobs, first load
+    (append) and merge alike, and bronze still holds every row once; the setting does not outlive the run."""
+    import os
+
+    from loaders.operational import copy_backend, pipeline
+
+    urls = fresh_databases
+    generator.generate(urls["operational"], scale=SMALL, seed=41, as_of=AS_OF)
+    monkeypatch.delenv("DATA_WRITER__FILE_MAX_ITEMS", raising=False)
+    # the 1M-line proportions at 8k lines: files rotate between Arrow tables, so those are small too
+    monkeypatch.setattr(pipeline, "LOAD_FILE_MAX_ROWS", 1_000)
+    monkeypatch.setattr(pipeline, "CHUNK_ROWS", 1_000)
+    monkeypatch.setattr(copy_backend, "READ_BLOCK_BYTES", 64 << 10)
+    first_dir = tmp_path / "first"
+    pipeline.load_operational(urls["operational"], urls["warehouse"], pipelines_dir=str(first_dir))
+    assert "DATA_WRITER__FILE_MAX_ITEMS" not in os.environ  # other loaders of the process keep dlt's
+    ((lines,),) = query(urls["operational"], "select count(*) from order_items")
+    assert lines > 5_000
+    jobs = _completed_jobs(first_dir, "order_items")
+    assert len(jobs) >= 4, [p.name for p in jobs]  # chunks round up to whole CSV blocks
+    assert all(p.name.endswith(".csv") for p in jobs)
+    for table, (source, bronze) in bronze_matches_source(urls).items():
+        assert source == bronze, f"bronze {table} differs from the source"
+    ((rows, ids, dlt_ids),) = query(
+        urls["warehouse"],
+        "select count(*), count(distinct id), count(distinct _dlt_id) from bronze_operational.order_items",
+    )
+    assert rows == ids == dlt_ids == lines
+
+    # a merge of several files per table: late updates at the source reach bronze, nothing doubles
+    query(
+        urls["operational"],
+        "update order_items set quantity = quantity + 1, "
+        "updated_at = (select max(updated_at) from order_items) + interval '1 second' where id % 4 = 0",
+    )
+    pipeline.load_operational(urls["operational"], urls["warehouse"], pipelines_dir=str(first_dir))
+    for table, (source, bronze) in bronze_matches_source(urls).items():
+        assert source == bronze, f"bronze {table} differs from the source after the merge"
+    assert query(
+        urls["warehouse"], "select count(*) - count(distinct id) from bronze_operational.order_items"
+    ) == [(0,)]
+
+
+def test_loader_dlt_settings_are_scoped_and_overridable(monkeypatch):
+    """The loader's dlt settings apply during its run only, and a value already in the environment wins."""
+    import os
+
+    from loaders.operational.pipeline import LOAD_FILE_MAX_ROWS, _dlt_settings, environment_defaults
+
+    settings = _dlt_settings("postgres")
+    assert settings == {"DATA_WRITER__FILE_MAX_ITEMS": str(LOAD_FILE_MAX_ROWS)}
+    assert _dlt_settings("bigquery") == {}
+    monkeypatch.delenv("DATA_WRITER__FILE_MAX_ITEMS", raising=False)
+    with environment_defaults(settings):
+        assert os.environ["DATA_WRITER__FILE_MAX_ITEMS"] == str(LOAD_FILE_MAX_ROWS)
+    assert "DATA_WRITER__FILE_MAX_ITEMS" not in os.environ
+    monkeypatch.setenv("DATA_WRITER__FILE_MAX_ITEMS", "7")
+    with environment_defaults(settings):
+        assert os.environ["DATA_WRITER__FILE_MAX_ITEMS"] == "7"
+    assert os.environ["DATA_WRITER__FILE_MAX_ITEMS"] == "7"
+
+
+def test_parquet_files_are_written_without_dictionary_pages_and_read_back_equal(monkeypatch):
+    """Under the fast paths dlt's Parquet writer passes dlt's own options (so an upgrade that adds one is
+    caught here) with dictionary encoding off; the file reads back as the table written."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from dlt.common.data_writers.writers import ArrowToParquetWriter, ParquetDataWriter
+    from dlt.common.destination import DestinationCapabilitiesContext
+
+    from loaders.dlt_fast_paths import dlt_fast_paths, parquet_writer_options
+
+    caps = DestinationCapabilitiesContext.generic_capabilities("parquet")
+    table = pa.table(
+        {
+            "id": pa.array(range(5_000), pa.int64()),
+            "name": pa.array([f"n{i % 7}" for i in range(5_000)], pa.string()),
+            "price": pa.array([None if i % 11 == 0 else i / 4 for i in range(5_000)]).cast(
+                pa.decimal128(14, 2)
+            ),
+            "at": pa.array(range(5_000), pa.timestamp("us", tz="UTC")),
+        }
+    )
+    # what dlt itself passes to pyarrow, recorded by a writer class that only keeps the arguments
+    passed: dict[str, Any] = {}
+
+    class Recorder:
+        def __init__(self, sink: Any, schema: pa.Schema, **options: Any) -> None:
+            passed.update(options)
+
+    writer = ParquetDataWriter(io.BytesIO(), caps)
+    monkeypatch.setattr(pq, "ParquetWriter", Recorder)
+    writer._create_writer(table.schema)
+    monkeypatch.undo()
+    assert parquet_writer_options(writer.parquet_format) == {**passed, "use_dictionary": False}
+
+    sink = io.BytesIO()
+    with dlt_fast_paths():
+        writer = ArrowToParquetWriter(sink, caps)
+        writer.write_data([table])
+        writer.close()
+    assert ParquetDataWriter._create_writer.__module__.startswith("dlt.")  # restored on exit
+    written = pq.ParquetFile(io.BytesIO(sink.getvalue()))
+    for index in range(written.metadata.num_columns):
+        assert not written.metadata.row_group(0).column(index).has_dictionary_page
+    assert written.read().equals(table)
+
+
+def test_copy_text_format_reads_what_csv_reads_for_tables_without_text(fresh_databases):
+    """A query without text columns is read in COPY's text format: the same Arrow values as csv, NULLs,
+    extremes and time zones included; a query with a text column stays csv."""
+    import pyarrow as pa
+
+    from loaders.operational.copy_backend import copy_arrow_tables, copy_format_for
+
+    url = fresh_databases["operational"]
+    query(
+        url,
+        "create table t as select g as id, "
+        "case when g % 5 = 0 then null when g % 7 = 0 then -9223372036854775808 "
+        "when g % 11 = 0 then 9223372036854775807 else g * 37 end as big, "
+        "case when g % 6 = 0 then null when g % 9 = 0 then -999999999999.99 "
+        "when g % 13 = 0 then 999999999999.99 else cast(g / 7.0 as numeric(14, 2)) end as amount, "
+        "case when g % 4 = 0 then null else g % 3 = 0 end as flag, "
+        "case when g % 8 = 0 then null else date '2024-02-29' + g end as day, "
+        "case when g % 10 = 0 then null else timestamptz '2025-03-30 00:59:59.999999+00' "
+        "+ g * interval '17 minutes 0.000013 seconds' end as at, "
+        "case when g % 12 = 0 then null else timestamp '1999-12-31 23:59:59' + g * interval '1 hour' "
+        "end as naive "
+        "from generate_series(1, 20000) g",
+    )
+    schema = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("big", pa.int64()),
+            pa.field("amount", pa.decimal128(14, 2)),
+            pa.field("flag", pa.bool_()),
+            pa.field("day", pa.date32()),
+            pa.field("at", pa.timestamp("us", tz="UTC")),
+            pa.field("naive", pa.timestamp("us")),
+        ]
+    )
+    assert copy_format_for(schema) == "text"
+    assert copy_format_for(schema.append(pa.field("name", pa.string()))) == "csv"
+    sql = "select id, big, amount, flag, day, at, naive from t order by id"
+    text = pa.concat_tables(copy_arrow_tables(url, sql, schema, 5_000))
+    csv = pa.concat_tables(copy_arrow_tables(url, sql, schema, 5_000, copy_format="csv"))
+    assert text.num_rows == 20_000 and text.schema == schema
+    assert text.equals(csv)
+    # and both are what the server holds, value by value (psycopg2 reads timestamptz in the session zone)
+    rows = query(url, "set timezone = 'UTC'; " + sql)
+    assert [tuple(r.values()) for r in text.to_pylist()] == [tuple(r) for r in rows]
+    assert text.column("amount").null_count > 0 and text.column("at").null_count > 0
