@@ -3,14 +3,17 @@
 Profiling the operational and GCS loads showed normalize (Arrow -> CSV for COPY) dominated by two steps
 that dlt runs value by value, and extract (Arrow -> Parquet) by Parquet's dictionary encoding;
 `dlt_fast_paths()` swaps them for faster equivalents while a load runs. Load files are also written
-uncompressed (loaders/destinations.py sets that for every pipeline).
+uncompressed (loaders/destinations.py sets that for every pipeline). On PostgreSQL both bulk loaders rotate
+dlt's load files every N rows, set for their own run with `environment_defaults`, so a big table becomes
+several load jobs that dlt's load workers COPY in parallel (one COPY keeps one server core busy).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,6 +61,33 @@ def dlt_fast_paths() -> Iterator[None]:
         ArrowToCsvWriter.write_data = original_write  # type: ignore[method-assign]
         arrow_normalizer.generate_dlt_ids = original_ids
         ParquetDataWriter._create_writer = original_parquet_writer  # type: ignore[method-assign]
+
+
+def load_file_rotation(warehouse: str, max_rows: int) -> dict[str, str]:
+    """dlt's setting (by the environment variable it reads) that rotates load files every `max_rows` rows,
+    on PostgreSQL only: there each file is one COPY job, and dlt's load workers run them in parallel.
+    BigQuery keeps one Parquet load job per table (its loads are not bound by one server core)."""
+    if warehouse != "postgres":
+        return {}
+    return {"DATA_WRITER__FILE_MAX_ITEMS": str(max_rows)}
+
+
+@contextlib.contextmanager
+def environment_defaults(defaults: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables that are not set yet, for the duration of the block only.
+
+    dlt reads its configuration from the environment, so a value set there (or a more specific dlt key,
+    e.g. `NORMALIZE__DATA_WRITER__FILE_MAX_ITEMS`) still wins, and other pipelines of the process (the
+    other loaders) do not inherit this loader's settings.
+    """
+    added = [name for name in defaults if name not in os.environ]
+    for name in added:
+        os.environ[name] = defaults[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def parquet_writer_options(parquet_format: Any) -> dict[str, Any]:

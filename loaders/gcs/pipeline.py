@@ -16,7 +16,11 @@ Why it is built this way:
   (fast_path.py); only those it cannot prove valid go record by record. Memory is one chunk plus one
   batch of rows, whatever the file size.
 - **Arrow + COPY.** The staged Arrow batches go to dlt with `loader_file_format="csv"`: PostgreSQL lands them
-  with COPY; there is no row-by-row insert anywhere. On BigQuery they go as Parquet files through load jobs
+  with COPY; there is no row-by-row insert anywhere. dlt's files rotate every `LOAD_FILE_MAX_ROWS` rows, so
+  a big batch's table is several load jobs that dlt's load workers COPY in parallel (one COPY keeps one
+  server core busy). Each job is its own transaction: a load killed between two jobs leaves part of a table,
+  like a crash between two tables always could, and the next run repairs it as below (those keys are in
+  bronze, so the batch merges). On BigQuery they go as Parquet files through load jobs, one per table
   (loaders/destinations.py), JSON-typed payload columns as STRING holding the JSON text.
 - **Exactly once.** Bronze tables are merged on the payload type's primary key (a corrected file supersedes
   the rows of the old one; within one load the newest upload, then the last record of a file, wins:
@@ -59,7 +63,7 @@ from loaders.destinations import (
     pipeline_warehouse_kind,
     warehouse_kind,
 )
-from loaders.dlt_fast_paths import dlt_fast_paths
+from loaders.dlt_fast_paths import dlt_fast_paths, environment_defaults, load_file_rotation
 from loaders.gcs.bucket import Bucket, BucketError, ObjectInfo, open_bucket
 from loaders.gcs.fast_path import bulk_validator
 from loaders.gcs.leases import DEFAULT_LEASE_SECONDS, Holder, Lease, LeaseManager
@@ -84,6 +88,9 @@ BATCH_RAW_BYTES = 32 << 20
 FAST_CHUNK_ROWS = 50_000
 FAST_CHUNK_BYTES = 32 << 20
 MAX_DRIFT_KEYS_LOGGED = 50
+# rows per dlt file (extract's Parquet, normalize's CSV) on PostgreSQL; files rotate between the staged
+# Arrow batches (BATCH_ROWS), so 256 MiB of payload (~650k records) is ~7 COPY jobs run in parallel
+LOAD_FILE_MAX_ROWS = 100_000
 
 Progress = Callable[[str], None]
 
@@ -788,7 +795,8 @@ def load_batch(
     loaded_at: dt.datetime,
     warehouse_url: str | None = None,
 ) -> list[str]:
-    """The data load: every staged file's records and rejects, in one dlt load (Arrow -> CSV -> COPY)."""
+    """The data load: every staged file's records and rejects, in one dlt load (Arrow -> CSV -> COPY;
+    on PostgreSQL a table of more than LOAD_FILE_MAX_ROWS rows is several COPY jobs, run in parallel)."""
     warehouse = pipeline_warehouse_kind(pipeline)
     append_types = (
         new_keys_only(warehouse_url, pipeline.dataset_name, batch)
@@ -796,7 +804,7 @@ def load_batch(
         else frozenset()
     )
     source = gcs_payloads_source(batch, run_id, loaded_at, warehouse=warehouse, append_types=append_types)
-    with dlt_fast_paths():
+    with environment_defaults(load_file_rotation(warehouse, LOAD_FILE_MAX_ROWS)), dlt_fast_paths():
         info = pipeline.run(source, **pipeline_run_kwargs(pipeline))
     info.raise_on_failed_jobs()
     return list(info.loads_ids)

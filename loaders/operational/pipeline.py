@@ -54,11 +54,10 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.sources.sql_database import sql_database
 
 from loaders.destinations import BigQueryTarget, dlt_destination, warehouse_kind
-from loaders.dlt_fast_paths import dlt_fast_paths
+from loaders.dlt_fast_paths import dlt_fast_paths, environment_defaults, load_file_rotation
 from loaders.operational.bronze_versions import skip_unchanged
 from loaders.operational.copy_backend import PostgresCopyTableLoader
 from loaders.processing_log import ProcessingLog, new_run_id
@@ -365,31 +364,6 @@ def drop_replayed_rows(warehouse_url: str, bronze_schema: str, table_names: Sequ
     return removed
 
 
-def _dlt_settings(warehouse: str) -> dict[str, str]:
-    """dlt settings this loader runs with, by the environment variable dlt reads each from."""
-    if warehouse != "postgres":
-        return {}  # BigQuery: one Parquet load job per table, as before (its loads are not COPY-bound)
-    return {"DATA_WRITER__FILE_MAX_ITEMS": str(LOAD_FILE_MAX_ROWS)}
-
-
-@contextlib.contextmanager
-def environment_defaults(defaults: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables that are not set yet, for the duration of the block only.
-
-    dlt reads its configuration from the environment, so a value set there (or a more specific dlt key,
-    e.g. `NORMALIZE__DATA_WRITER__FILE_MAX_ITEMS`) still wins, and other pipelines of the process (the
-    other loaders) do not inherit this loader's settings.
-    """
-    added = [name for name in defaults if name not in os.environ]
-    for name in added:
-        os.environ[name] = defaults[name]
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
-
-
 def _sqlalchemy_url(url: str) -> str:
     """SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; we ship psycopg2."""
     scheme, rest = url.split("://", 1)
@@ -437,7 +411,7 @@ def load_operational(
         new_run_id(), layer="bronze", payload_type="operational", details={"schema": bronze_schema}
     )
     try:
-        with environment_defaults(_dlt_settings(destination.kind)), dlt_fast_paths():
+        with environment_defaults(load_file_rotation(destination.kind, LOAD_FILE_MAX_ROWS)), dlt_fast_paths():
             replay_check = Path(pipeline.working_dir) / REPLAY_CHECK_MARKER
             if pipeline.has_pending_data:
                 # a killed run left packages behind: finish them first, because run() would load only those

@@ -201,6 +201,48 @@ def test_bulk_path_is_arrow_csv_copy(gcs, monkeypatch):
     assert gcs.rows(f"select channel from bronze_gcs.{CI} where interaction_id = 'INT-00007'") == [("email",)]
 
 
+def test_a_big_batch_is_several_copy_jobs_per_table_and_lands_every_record_once(gcs, monkeypatch):
+    """Rotated load files (`LOAD_FILE_MAX_ROWS`): a big table is COPYed as several parallel jobs, appended
+    and merged alike, and bronze holds every record once; the setting does not outlive the load."""
+    jobs: list[str] = []
+    original = gcs_pipeline.load_batch
+
+    def spy(pipeline, batch, run_id, loaded_at, *rest):
+        load_ids = original(pipeline, batch, run_id, loaded_at, *rest)
+        for package in pipeline.last_trace.last_load_info.load_packages:
+            jobs.extend(Path(job.file_path).name for job in package.jobs["completed_jobs"])
+        return load_ids
+
+    monkeypatch.setattr(gcs_pipeline, "load_batch", spy)
+    monkeypatch.delenv("DATA_WRITER__FILE_MAX_ITEMS", raising=False)
+    # the proportions of a 256 MiB batch at 3,000 records: files rotate between staged Arrow batches
+    monkeypatch.setattr(gcs_pipeline, "LOAD_FILE_MAX_ROWS", 500)
+    monkeypatch.setattr(gcs_pipeline, "BATCH_ROWS", 250)
+    gcs.put(CI, "a.ndjson", ndjson([interaction(n) for n in range(1_500)] + [{"oops": True}]))
+    gcs.put(CI, "b.ndjson", ndjson([interaction(n) for n in range(1_500, 3_000)]))
+    first = gcs.run()
+    assert "DATA_WRITER__FILE_MAX_ITEMS" not in os.environ  # other loaders of the process keep dlt's
+    copies = [n for n in jobs if n.startswith(f"{CI}.") and n.endswith(".csv")]
+    assert len(copies) >= 4, jobs
+    assert not [n for n in jobs if n.startswith(CI) and n.endswith(".sql")], jobs  # new keys: appended
+    assert gcs.rows(
+        f"select count(*), count(distinct interaction_id), count(distinct _dlt_id) from bronze_gcs.{CI}"
+    ) == [(3_000, 3_000, 3_000)]
+    assert gcs.count("rejects") == 1
+    assert first.records_loaded == 3_000
+
+    # a merge of several files: the newer records win, nothing doubles
+    jobs.clear()
+    gcs.put(CI, "c.ndjson", ndjson([interaction(n, channel="email") for n in range(0, 3_600, 3)]))
+    gcs.run()
+    assert len([n for n in jobs if n.startswith(f"{CI}.") and n.endswith(".csv")]) >= 2, jobs
+    assert [n for n in jobs if n.startswith(CI) and n.endswith(".sql")], jobs  # merged
+    assert gcs.rows(
+        f"select count(*), count(distinct interaction_id), count(*) filter (where channel = 'email') "
+        f"from bronze_gcs.{CI}"
+    ) == [(3_200, 3_200, 1_200)]
+
+
 def test_three_payload_types_including_deep_nesting(gcs):
     gcs.put(INV, "2026-06-30/wms.json", [
         {"snapshot_date": "2026-06-30", "warehouse_id": wh, "sku": "MED-0001", "product_id": 1,
@@ -499,6 +541,9 @@ RUNNER = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     crash = os.environ.get("CRASH_AT", "")
+    if os.environ.get("LOAD_FILE_MAX_ROWS"):  # small rotated files: several COPY jobs per table
+        p.LOAD_FILE_MAX_ROWS = int(os.environ["LOAD_FILE_MAX_ROWS"])
+        p.BATCH_ROWS = p.LOAD_FILE_MAX_ROWS // 2  # files rotate between staged Arrow batches
     if crash == "before_move":          # data and registry committed, file still in pending/
         p.move_file = die
     elif crash == "before_registry":    # data committed, registry not
@@ -531,8 +576,10 @@ RUNNER = textwrap.dedent(
 )
 
 
-def run_loader_process(h: Harness, crash: str = "", lease_seconds: float = 600) -> subprocess.Popen[str]:
-    env = dict(os.environ, CRASH_AT=crash, RUNTIME__LOG_LEVEL="WARNING")
+def run_loader_process(
+    h: Harness, crash: str = "", lease_seconds: float = 600, **env_vars: str
+) -> subprocess.Popen[str]:
+    env = dict(os.environ, CRASH_AT=crash, RUNTIME__LOG_LEVEL="WARNING", **env_vars)
     return subprocess.Popen(
         [sys.executable, "-c", RUNNER, h.bucket_url, h.warehouse_url, str(h.work_dir), str(lease_seconds)],
         cwd=PROJECT_DIR,
@@ -543,8 +590,8 @@ def run_loader_process(h: Harness, crash: str = "", lease_seconds: float = 600) 
     )
 
 
-def crashed_run(h: Harness, crash: str) -> None:
-    process = run_loader_process(h, crash, lease_seconds=1.0)
+def crashed_run(h: Harness, crash: str, **env_vars: str) -> None:
+    process = run_loader_process(h, crash, lease_seconds=1.0, **env_vars)
     out, err = process.communicate(timeout=120)
     assert process.returncode == -9, f"expected a SIGKILL at {crash}:\n{out}\n{err}"
 
@@ -583,6 +630,31 @@ def test_a_crash_anywhere_is_repaired_by_the_next_run_without_duplicates(gcs, cr
     # the crashed run is visible in the log: its rows never left `processing`
     stuck = gcs.rows("select count(*) from ops.processing_log where status = 'processing'")[0][0]
     assert stuck >= 1
+
+
+def test_a_crash_between_two_copy_jobs_of_a_table_is_repaired(gcs):
+    """A table loaded as several COPY jobs (rotated files): a crash after the first one committed leaves
+    part of the table in bronze; the next run merges (those keys are in bronze) and lands each record once."""
+    records = [interaction(n) for n in range(1_200)]
+    gcs.put(CI, "a.ndjson", ndjson([*records[:600], {"oops": True}]))
+    gcs.put(CI, "b.ndjson", ndjson(records[600:]))
+    # one load worker: exactly one job has committed when the crash comes
+    crashed_run(gcs, "after_first_table", LOAD_FILE_MAX_ROWS="200", LOAD__WORKERS="1")
+    assert gcs.layout()["pending"] == [f"{CI}/a.ndjson", f"{CI}/b.ndjson"]
+    assert gcs.count(CI) == 200  # one of the table's six jobs
+
+    time.sleep(1.1)
+    result = gcs.run()
+
+    assert {f.status for f in result.files} == {"completed"}
+    assert gcs.rows(
+        f"select count(*), count(distinct interaction_id), count(distinct _dlt_id) from bronze_gcs.{CI}"
+    ) == [(1_200, 1_200, 1_200)]
+    assert gcs.count("rejects") == 1
+    assert gcs.rows("select file_name from bronze_gcs.loaded_files order by 1") == [
+        ("a.ndjson",),
+        ("b.ndjson",),
+    ]
 
 
 def test_two_concurrent_runs_never_process_the_same_file(gcs):

@@ -853,11 +853,12 @@ def test_loader_dlt_settings_are_scoped_and_overridable(monkeypatch):
     """The loader's dlt settings apply during its run only, and a value already in the environment wins."""
     import os
 
-    from loaders.operational.pipeline import LOAD_FILE_MAX_ROWS, _dlt_settings, environment_defaults
+    from loaders.dlt_fast_paths import environment_defaults, load_file_rotation
+    from loaders.operational.pipeline import LOAD_FILE_MAX_ROWS
 
-    settings = _dlt_settings("postgres")
+    settings = load_file_rotation("postgres", LOAD_FILE_MAX_ROWS)
     assert settings == {"DATA_WRITER__FILE_MAX_ITEMS": str(LOAD_FILE_MAX_ROWS)}
-    assert _dlt_settings("bigquery") == {}
+    assert load_file_rotation("bigquery", LOAD_FILE_MAX_ROWS) == {}
     monkeypatch.delenv("DATA_WRITER__FILE_MAX_ITEMS", raising=False)
     with environment_defaults(settings):
         assert os.environ["DATA_WRITER__FILE_MAX_ITEMS"] == str(LOAD_FILE_MAX_ROWS)
