@@ -173,17 +173,23 @@ def test_every_format_lands_with_raw_json_and_lineage(backend, request):
     assert_counts_add_up(h, result.run_id)
 
 
-def test_bulk_path_is_arrow_csv_copy(gcs, monkeypatch):
-    seen: list[str] = []
+def record_load_jobs(monkeypatch) -> list[str]:
+    """The file names of every load job dlt completes from now on (the real load_batch, observed)."""
+    jobs: list[str] = []
     original = gcs_pipeline.load_batch
 
     def spy(pipeline, batch, run_id, loaded_at, *rest):
         load_ids = original(pipeline, batch, run_id, loaded_at, *rest)
         for package in pipeline.last_trace.last_load_info.load_packages:
-            seen.extend(Path(job.file_path).name for job in package.jobs["completed_jobs"])
+            jobs.extend(Path(job.file_path).name for job in package.jobs["completed_jobs"])
         return load_ids
 
     monkeypatch.setattr(gcs_pipeline, "load_batch", spy)
+    return jobs
+
+
+def test_bulk_path_is_arrow_csv_copy(gcs, monkeypatch):
+    seen = record_load_jobs(monkeypatch)
     gcs.put(CI, "a.json", [interaction(n) for n in range(50)])
     gcs.run()
     data_jobs = [n for n in seen if not n.startswith("_dlt") and not n.endswith(".sql")]
@@ -204,16 +210,7 @@ def test_bulk_path_is_arrow_csv_copy(gcs, monkeypatch):
 def test_a_big_batch_is_several_copy_jobs_per_table_and_lands_every_record_once(gcs, monkeypatch):
     """Rotated load files (`LOAD_FILE_MAX_ROWS`): a big table is COPYed as several parallel jobs, appended
     and merged alike, and bronze holds every record once; the setting does not outlive the load."""
-    jobs: list[str] = []
-    original = gcs_pipeline.load_batch
-
-    def spy(pipeline, batch, run_id, loaded_at, *rest):
-        load_ids = original(pipeline, batch, run_id, loaded_at, *rest)
-        for package in pipeline.last_trace.last_load_info.load_packages:
-            jobs.extend(Path(job.file_path).name for job in package.jobs["completed_jobs"])
-        return load_ids
-
-    monkeypatch.setattr(gcs_pipeline, "load_batch", spy)
+    jobs = record_load_jobs(monkeypatch)
     monkeypatch.delenv("DATA_WRITER__FILE_MAX_ITEMS", raising=False)
     # the proportions of a 256 MiB batch at 3,000 records: files rotate between staged Arrow batches
     monkeypatch.setattr(gcs_pipeline, "LOAD_FILE_MAX_ROWS", 500)
