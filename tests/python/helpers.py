@@ -83,6 +83,21 @@ def query(url: str, sql: str, params: tuple | None = None, autocommit: bool = Fa
         conn.close()
 
 
+def delete_one_order_line(url: str) -> tuple[int, int]:
+    """Hard-delete the last line of the newest order that has several, at the source: (line id, order id).
+
+    The order stays with its other lines, so only the deletion of the line itself tells a model summing
+    lines per order that the order changed. (Not the first line of all: other tests corrupt that one.)
+    """
+    ((item_id, order_id),) = query(
+        url,
+        "delete from order_items where id = (select max(id) from order_items where order_id = "
+        "(select order_id from order_items group by order_id having count(*) > 1 order by order_id desc limit 1)) "
+        "returning id, order_id",
+    )
+    return item_id, order_id
+
+
 def bronze_matches_source(
     urls: dict[str, str], bronze_schema: str = "bronze_operational"
 ) -> dict[str, tuple]:

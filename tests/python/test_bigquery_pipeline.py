@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from bigquery_emulator import DBT_THREADS_ARGS
 from conftest import make_databases
-from helpers import cli_env, query, run_cli
+from helpers import cli_env, delete_one_order_line, query, run_cli
 
 from loaders.operational import generator
 
@@ -90,10 +90,19 @@ def bq_daily(embedded_pg, bigquery_emulator, tmp_path_factory):
     run_cli(env, "load")
     first_build = run_cli(env, "transform", "--", "--vars", dbt_vars(AS_OF), *DBT_THREADS_ARGS)
     days = generator.advance_day(urls["operational"], days=1)
+    # a line deleted alone: its order stays, with a new total (int_order_totals_summed)
+    deleted_line = delete_one_order_line(urls["operational"])
     run_cli(env, "load")
     world = generator.world_date(urls["operational"])
     run_cli(env, "transform", "--", "--vars", dbt_vars(world, **ZERO_LOOKBACK), *NO_TESTS, *DBT_THREADS_ARGS)
-    return {"urls": urls, "env": env, "state": state, "days": days, "first_build": first_build}
+    return {
+        "urls": urls,
+        "env": env,
+        "state": state,
+        "days": days,
+        "deleted_line": deleted_line,
+        "first_build": first_build,
+    }
 
 
 def test_first_build_ran_every_test_and_unit_test_on_bigquery(bq_daily):
@@ -146,6 +155,22 @@ def test_daily_incremental_runs_equal_a_full_refresh(bq_daily, bigquery_emulator
         full = rows(bigquery_emulator, f"{REFRESH_PREFIX}_gold", fact, where=everything)
         assert incremental, f"{fact} is empty"
         assert incremental == full, f"gold {fact} after daily runs differs from a full refresh"
+    everything = "order_date >= '1900-01-01'"
+    incremental = rows(bigquery_emulator, f"{PREFIX}_silver", "int_order_totals_summed", where=everything)
+    full = rows(bigquery_emulator, f"{REFRESH_PREFIX}_silver", "int_order_totals_summed", where=everything)
+    assert incremental == full, "int_order_totals_summed after a daily run differs from a full refresh"
+    _, order_id = bq_daily["deleted_line"]
+    ((lines, revenue),) = query(
+        urls["operational"], "select count(*), sum(total) from order_items where order_id = %s", (order_id,)
+    )
+    summed = rows(
+        bigquery_emulator,
+        f"{PREFIX}_silver",
+        "int_order_totals_summed",
+        ["order_lines", "order_revenue"],
+        where=f"order_id = {order_id}",
+    )
+    assert summed == [(lines, float(revenue))]
 
 
 def test_incremental_facts_are_partitioned_and_rewrite_only_changed_partitions(bq_daily, bigquery_emulator):

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 
 import pytest
-from helpers import columns, fingerprint, query, run_cli
+from helpers import columns, delete_one_order_line, fingerprint, query, run_cli
 
 from loaders.operational import generator
 
@@ -33,6 +33,8 @@ GOLD_TABLES = (
     "dim_campaigns",
     "campaign_performance",
 )
+# incremental models below gold, compared with a full refresh like the gold tables
+SILVER_INCREMENTAL = ("int_order_totals_summed",)
 # two days: the first incremental build runs on a full build, the second on an incremental one
 DAYS = 2
 # the data tests and unit tests run in the last daily build, on the state the tests below check; the builds
@@ -67,13 +69,17 @@ def daily_warehouse(embedded_pg, tmp_path_factory):
     run_cli(env, "load")  # every source, as the daily job does
     run_cli(env, "transform", "--", "--vars", dbt_vars(AS_OF), *NO_TESTS)
     days = []
+    deleted_line = None
     for day in range(1, DAYS + 1):
         days.extend(generator.advance_day(urls["operational"], days=1))
+        if day == DAYS:
+            # a line deleted alone: its order stays, with a new total
+            deleted_line = delete_one_order_line(urls["operational"])
         run_cli(env, "load")
         world = generator.world_date(urls["operational"])
         tests = () if day == DAYS else NO_TESTS
         run_cli(env, "transform", "--", "--vars", dbt_vars(world, **ZERO_LOOKBACK), *tests)
-    return {"urls": urls, "env": env, "days": days}
+    return {"urls": urls, "env": env, "days": days, "deleted_line": deleted_line}
 
 
 def test_gold_marts_hold_data(daily_warehouse):
@@ -174,12 +180,33 @@ def test_daily_incremental_runs_equal_a_full_refresh(daily_warehouse, tmp_path):
     as_of = generator.world_date(urls["operational"])
     # the reference build: its data tests would only repeat the last daily build's on the same data
     run_cli(env, "transform", "--", "--full-refresh", "--vars", dbt_vars(as_of), *NO_TESTS)
-    for table in GOLD_TABLES:
-        cols = columns(urls["warehouse"], "daily_gold", table)
-        assert cols == columns(urls["warehouse"], "refresh_gold", table)
-        incremental = fingerprint(urls["warehouse"], "daily_gold", table, cols)
-        full = fingerprint(urls["warehouse"], "refresh_gold", table, cols)
-        assert incremental == full, f"gold {table} after daily runs differs from a full refresh"
+    for layer, table in [("gold", t) for t in GOLD_TABLES] + [("silver", t) for t in SILVER_INCREMENTAL]:
+        cols = columns(urls["warehouse"], f"daily_{layer}", table)
+        assert cols == columns(urls["warehouse"], f"refresh_{layer}", table)
+        incremental = fingerprint(urls["warehouse"], f"daily_{layer}", table, cols)
+        full = fingerprint(urls["warehouse"], f"refresh_{layer}", table, cols)
+        assert incremental == full, f"{layer} {table} after daily runs differs from a full refresh"
+
+
+def test_an_order_that_lost_a_line_is_summed_again(daily_warehouse):
+    """The incremental order totals follow a line deleted alone at the source (its order did not change)."""
+    urls = daily_warehouse["urls"]
+    item_id, order_id = daily_warehouse["deleted_line"]
+    source = query(
+        urls["operational"],
+        "select count(*), sum(total), sum(quantity) from order_items where order_id = %s",
+        (order_id,),
+    )
+    silver = query(
+        urls["warehouse"],
+        "select order_lines, order_revenue, order_units from daily_silver.int_order_totals_summed where order_id = %s",
+        (order_id,),
+    )
+    assert silver == source and source[0][0] >= 1
+    in_gold = query(
+        urls["warehouse"], "select count(*) from daily_gold.fact_orders where order_item_id = %s", (item_id,)
+    )
+    assert in_gold == [(0,)]
 
 
 def test_hard_deleted_orders_leave_gold_but_stay_flagged_in_bronze(daily_warehouse):
