@@ -84,16 +84,28 @@ def query(url: str, sql: str, params: tuple | None = None, autocommit: bool = Fa
 
 
 def delete_one_order_line(url: str) -> tuple[int, int]:
-    """Hard-delete the last line of the newest order that has several, at the source: (line id, order id).
+    """Hard-delete one line of an order nothing else touched lately, at the source: (line id, order id).
 
-    The order stays with its other lines, so only the deletion of the line itself tells a model summing
-    lines per order that the order changed. (Not the first line of all: other tests corrupt that one.)
+    The order with several lines whose header and lines were updated longest ago keeps its other lines
+    and does not change itself, so only the deletion of the line tells a model summing lines per order
+    that the order changed. Its last line goes (never the first line of all: other tests corrupt that one).
     """
     ((item_id, order_id),) = query(
         url,
-        "delete from order_items where id = (select max(id) from order_items where order_id = "
-        "(select order_id from order_items group by order_id having count(*) > 1 order by order_id desc limit 1)) "
-        "returning id, order_id",
+        """
+        delete from order_items where id = (
+            select max(items.id) from order_items as items
+            where items.order_id = (
+                select orders.id from orders
+                inner join order_items as lines on lines.order_id = orders.id
+                group by orders.id, orders.updated_at
+                having count(*) > 1
+                order by greatest(orders.updated_at, max(lines.updated_at)), orders.id
+                limit 1
+            )
+        )
+        returning id, order_id
+        """,
     )
     return item_id, order_id
 
