@@ -2,8 +2,7 @@
     The incremental window of the models that follow bronze's `_loaded_at` (never the source's updated_at:
     a late update carries an older updated_at but a new _loaded_at):
         <column> >= max(<column>) already in {{ this }} minus var(<lookback_var>) hours
-    (1900-01-01 when the table is empty). `filtered_column`: filter another column (e.g. a deletion's
-    detected_at) on the same bound. `partition_column`: on a BigQuery table that requires a
+    (1900-01-01 when the table is empty). `partition_column`: on a BigQuery table that requires a
     partition filter, the max is read over every partition explicitly.
 
     On PostgreSQL the bound is read before the model's query runs and written into it as a literal
@@ -12,8 +11,12 @@
     loaded_at. Same rows either way: nothing writes {{ this }} between the two statements. BigQuery has no
     such planner choice and keeps the subquery (its emulator also mis-reads the literal on GCS facts).
 #}
-{% macro loaded_since_last_run(lookback_var, column='loaded_at', partition_column=none, filtered_column=none) -%}
-    {%- set filtered_column = filtered_column if filtered_column is not none else column -%}
+{% macro loaded_since_last_run(lookback_var, column='loaded_at', partition_column=none) -%}
+    {{ column }} >= {{ last_run_loaded_bound(lookback_var, column, partition_column) }}
+{%- endmacro %}
+
+{#- The bound alone, for a model that filters several relations on it (read once). -#}
+{% macro last_run_loaded_bound(lookback_var, column='loaded_at', partition_column=none) -%}
     {%- set bound_sql -%}
         select
             {{ dbt.dateadd(
@@ -26,7 +29,7 @@
         where {{ all_partitions(partition_column) }}
         {%- endif %}
     {%- endset -%}
-    {{ filtered_column }} >= {{ loaded_since_bound(bound_sql) }}
+    {{ return(loaded_since_bound(bound_sql)) }}
 {%- endmacro %}
 
 {#- The bound of loaded_since_last_run as SQL: the subquery itself, or (PostgreSQL) its value. -#}

@@ -78,22 +78,22 @@ order_totals as (  -- noqa: ST03
 
 {% if is_incremental() %}
 
+    {%- set loaded_since = last_run_loaded_bound('fact_orders_lookback_hours', partition_column='order_date') %}
+
     changed_order_ids as (
 
         select order_id from {{ orders }}
-        where {{ loaded_since_last_run('fact_orders_lookback_hours', partition_column='order_date') }}
+        where loaded_at >= {{ loaded_since }}
 
         union distinct
 
         select order_id from {{ order_items }}
-        where {{ loaded_since_last_run('fact_orders_lookback_hours', partition_column='order_date') }}
+        where loaded_at >= {{ loaded_since }}
 
         union distinct
 
         select order_id from {{ ref('stg_operational__order_items_deleted') }}
-        where {{ loaded_since_last_run(
-            'fact_orders_lookback_hours', partition_column='order_date', filtered_column='detected_at',
-        ) }}
+        where detected_at >= {{ loaded_since }}
 
     ),
 
