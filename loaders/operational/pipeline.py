@@ -438,6 +438,7 @@ def load_operational(
                 warehouse_credentials=warehouse_url,
                 bronze_schema=bronze_schema,
                 lag_seconds=lag_seconds,
+                chunk_size=CHUNK_ROWS,  # read at call time (a default argument is bound once, at import)
                 reconcile_deletes=reconcile_deletes,
                 append_tables=append_tables,
                 read_with_copy=read_with_copy,
