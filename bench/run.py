@@ -153,7 +153,7 @@ def _pg_type(duckdb_type: str) -> str:
 
 
 def _child_operational_loader(args: dict[str, Any]) -> dict[str, Any]:
-    from loaders.operational.pipeline import load_operational
+    from loaders.operational.pipeline import load_operational, loaded_row_counts
 
     started = time.monotonic()
     info = load_operational(
@@ -164,8 +164,8 @@ def _child_operational_loader(args: dict[str, Any]) -> dict[str, Any]:
         progress="log",
     )
     seconds = time.monotonic() - started
-    counts = info.pipeline.last_trace.last_normalize_info.row_counts
-    rows = sum(n for table, n in counts.items() if not table.startswith("_dlt"))
+    counts = loaded_row_counts(info.pipeline)
+    rows = sum(counts.values())
     return {"seconds": seconds, "rows": rows}
 
 

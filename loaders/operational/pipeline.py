@@ -68,7 +68,13 @@ from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.sources.sql_database import sql_database
 
 from loaders.destinations import BigQueryTarget, dlt_destination, warehouse_kind
-from loaders.dlt_fast_paths import dlt_fast_paths, environment_defaults, load_file_rotation
+from loaders.dlt_fast_paths import (
+    csv_load_files,
+    csv_load_folder,
+    dlt_fast_paths,
+    environment_defaults,
+    load_file_rotation,
+)
 from loaders.operational.bronze_versions import skip_unchanged
 from loaders.operational.copy_backend import PostgresCopyTableLoader
 from loaders.processing_log import ProcessingLog, new_run_id
@@ -107,6 +113,7 @@ def operational_source(
     read_with_copy: bool = True,
     unchanged_rows_skipped: dict[str, int] | None = None,
     skip_unchanged_rows: bool = True,
+    csv_load_folder: Path | None = None,
 ) -> Iterator[Any]:
     """The seven operational tables, merged on id, plus the list of rows deleted at the source.
 
@@ -143,6 +150,8 @@ def operational_source(
                 skip_unchanged(_url(warehouse_credentials), bronze_schema, name, unchanged_rows_skipped)
             )
         resource.add_map(_stamp_loaded_at(loaded_at))
+        if csv_load_folder is not None:
+            resource.add_step(csv_load_files(csv_load_folder))
         yield resource.parallelize()
     if reconcile_deletes and warehouse_credentials is not None:
         yield source_deletions(
@@ -364,6 +373,22 @@ def drop_replayed_rows(warehouse_url: str, bronze_schema: str, table_names: Sequ
     return removed
 
 
+def loaded_row_counts(pipeline: Any) -> dict[str, int]:
+    """Row versions per table that the pipeline's last `run()` loaded (dlt's own tables left out).
+
+    Counted at extract, as the rows handed to dlt: normalize counts 0 for the CSV files that
+    `csv_load_files` imports (it does not read them), and every extracted row is loaded.
+    """
+    extract_info = pipeline.last_trace.last_extract_info
+    counts: dict[str, int] = {}
+    for steps in extract_info.metrics.values() if extract_info else ():
+        for step in steps:
+            for table, metrics in step["table_metrics"].items():
+                if not table.startswith("_dlt"):
+                    counts[table] = counts.get(table, 0) + metrics.items_count
+    return counts
+
+
 def _sqlalchemy_url(url: str) -> str:
     """SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; we ship psycopg2."""
     scheme, rest = url.split("://", 1)
@@ -385,12 +410,15 @@ def load_operational(
     reconcile_deletes: bool = True,
     append_when_empty: bool = True,
     read_with_copy: bool = True,
+    write_csv_load_files: bool = True,
     progress: str = "log",
 ) -> Any:
     """Run the pipeline once; returns dlt's LoadInfo. Raises on any failed job (nothing half-applied).
 
     `append_when_empty=False` merges even into empty bronze tables (the slower path; same rows);
-    `read_with_copy=False` reads the source with dlt's row-by-row pyarrow backend (slower; same rows).
+    `read_with_copy=False` reads the source with dlt's row-by-row pyarrow backend (slower; same rows);
+    `write_csv_load_files=False` sends the Arrow tables through dlt's Parquet files and normalize instead
+    of writing the CSV load files at extract (PostgreSQL; slower; same rows, columns and dlt schema).
     """
     # Arrow tables get dlt's load id and row id too, so bronze rows can be traced to their load.
     os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
@@ -411,7 +439,11 @@ def load_operational(
         new_run_id(), layer="bronze", payload_type="operational", details={"schema": bronze_schema}
     )
     try:
-        with environment_defaults(load_file_rotation(destination.kind, LOAD_FILE_MAX_ROWS)), dlt_fast_paths():
+        with (
+            environment_defaults(load_file_rotation(destination.kind, LOAD_FILE_MAX_ROWS)),
+            dlt_fast_paths(),
+            csv_load_folder(pipeline) as csv_folder,
+        ):
             replay_check = Path(pipeline.working_dir) / REPLAY_CHECK_MARKER
             if pipeline.has_pending_data:
                 # a killed run left packages behind: finish them first, because run() would load only those
@@ -444,6 +476,9 @@ def load_operational(
                 read_with_copy=read_with_copy,
                 unchanged_rows_skipped=unchanged_rows_skipped,
                 skip_unchanged_rows=not full_refresh,  # bronze is dropped: every row must be loaded
+                csv_load_folder=csv_folder
+                if write_csv_load_files and destination.kind == "postgres"
+                else None,
             )
             info = pipeline.run(
                 source,
@@ -455,12 +490,7 @@ def load_operational(
         log.finish(entry, "failed", message=f"{type(exc).__name__}: {exc}"[:2000])
         log.close()
         raise
-    normalize_info = pipeline.last_trace.last_normalize_info
-    row_counts = {
-        table: count
-        for table, count in (normalize_info.row_counts if normalize_info else {}).items()
-        if not table.startswith("_dlt")
-    }
+    row_counts = loaded_row_counts(pipeline)
     rows = sum(row_counts.values())
     log.finish(
         entry,

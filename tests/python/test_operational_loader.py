@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import subprocess
 import sys
@@ -294,6 +295,72 @@ def test_first_load_appends_and_gives_the_rows_a_merge_gives(fresh_databases, tm
         assert source == bronze, f"bronze {table} differs from the source"
 
 
+def _extracted_files(info: Any) -> dict[str, set[str]]:
+    """Per data table, the kinds of file dlt's extract step wrote or imported for the last run."""
+    kinds: dict[str, set[str]] = {}
+    for steps in info.pipeline.last_trace.last_extract_info.metrics.values():
+        for step in steps:
+            for metrics in step["job_metrics"].values():
+                table = Path(metrics.file_path).name.split(".")[0]
+                if table in OPERATIONAL_TABLES:
+                    kinds.setdefault(table, set()).add(Path(metrics.file_path).suffix)
+    return kinds
+
+
+def _stored_dlt_columns(url: str, schema: str) -> dict[str, dict[str, Any]]:
+    """The column hints of the operational tables in the dlt schema stored with bronze (its last version)."""
+    ((stored,),) = query(url, f"select schema from {schema}._dlt_version order by inserted_at desc limit 1")
+    tables = json.loads(stored)["tables"]
+    return {name: tables[name]["columns"] for name in OPERATIONAL_TABLES}
+
+
+def test_csv_load_files_land_what_dlts_normalize_lands(fresh_databases, tmp_path):
+    """The CSV load files written at extract (no Parquet, no normalize pass) give bronze the same rows,
+    column types and dlt schema hints as dlt's own path, and well-formed `_dlt_id` / `_dlt_load_id`;
+    merges after them work as before."""
+    from loaders.operational.pipeline import load_operational, loaded_row_counts
+
+    urls = fresh_databases
+    generator.generate(urls["operational"], scale=SMALL, seed=41, as_of=AS_OF)
+
+    def load(schema: str, csv_files: bool) -> Any:
+        return load_operational(
+            urls["operational"],
+            urls["warehouse"],
+            bronze_schema=schema,
+            pipelines_dir=str(tmp_path / schema),
+            write_csv_load_files=csv_files,
+        )
+
+    imported, normalized = load("bronze_csv", True), load("bronze_dlt", False)
+    assert _extracted_files(imported) == {table: {".csv"} for table in OPERATIONAL_TABLES}
+    assert _extracted_files(normalized) == {table: {".parquet"} for table in OPERATIONAL_TABLES}
+    assert loaded_row_counts(imported.pipeline) == loaded_row_counts(normalized.pipeline)
+    assert _all_columns_fingerprints(urls["warehouse"], "bronze_csv") == _all_columns_fingerprints(
+        urls["warehouse"], "bronze_dlt"
+    )
+    assert _stored_dlt_columns(urls["warehouse"], "bronze_csv") == _stored_dlt_columns(
+        urls["warehouse"], "bronze_dlt"
+    )
+    for table in OPERATIONAL_TABLES:
+        ((rows, ids, id_lengths, load_ids),) = query(
+            urls["warehouse"],
+            f"select count(*), count(distinct _dlt_id), array_agg(distinct length(_dlt_id)), "
+            f"array_agg(distinct _dlt_load_id) from bronze_csv.{table}",
+        )
+        assert (ids, id_lengths, load_ids) == (rows, [14], list(imported.loads_ids)), table
+    # the CSV folder is gone after the run: each file lives on in its load package only
+    assert not list(tmp_path.glob("bronze_csv/*/csv-load-files"))
+
+    # a change merges through the same path: one new version replaces the old, nothing else loads
+    query(urls["operational"], "update customers set tier = 'gold', updated_at = now() where id = 3")
+    merged = load("bronze_csv", True)
+    assert {t: n for t, n in loaded_row_counts(merged.pipeline).items() if n} == {"customers": 1}
+    assert query(urls["warehouse"], "select tier from bronze_csv.customers where id = 3") == [("gold",)]
+    for table, (source, bronze) in bronze_matches_source(urls, "bronze_csv").items():
+        assert source == bronze, f"bronze {table} differs from the source"
+
+
 def test_deletions_are_reconciled_in_the_warehouse(fresh_databases, tmp_path):
     """Source ids are anti-joined in the warehouse: every deleted id, all of a dropped table, no others."""
     from loaders.operational.pipeline import _deleted_ids_postgres, load_operational
@@ -415,7 +482,7 @@ def test_dlt_ids_are_the_ids_dlt_makes():
 
 def test_full_refresh_drops_and_appends_without_duplicates(fresh_databases, tmp_path):
     """A full refresh drops bronze and reloads it by append: every row once, as at the source."""
-    from loaders.operational.pipeline import load_operational
+    from loaders.operational.pipeline import load_operational, loaded_row_counts
 
     urls = fresh_databases
     generator.generate(urls["operational"], scale=SMALL, seed=23, as_of=AS_OF)
@@ -429,7 +496,7 @@ def test_full_refresh_drops_and_appends_without_duplicates(fresh_databases, tmp_
         for name, table in refreshed.pipeline.default_schema.tables.items()
         if name in OPERATIONAL_TABLES
     } == {"append"}
-    row_counts = refreshed.pipeline.last_trace.last_normalize_info.row_counts
+    row_counts = loaded_row_counts(refreshed.pipeline)
     for table in OPERATIONAL_TABLES:
         ((source_rows,),) = query(urls["operational"], f"select count(*) from {table}")
         assert row_counts[table] == source_rows, table  # re-extracted whole, not from the old cursor
@@ -448,7 +515,7 @@ def test_full_refresh_drops_and_appends_without_duplicates(fresh_databases, tmp_
         full_refresh=True,
         append_when_empty=False,
     )
-    row_counts = merged.pipeline.last_trace.last_normalize_info.row_counts
+    row_counts = loaded_row_counts(merged.pipeline)
     for table in OPERATIONAL_TABLES:
         ((source_rows,),) = query(urls["operational"], f"select count(*) from {table}")
         assert row_counts[table] == source_rows, table
@@ -535,7 +602,7 @@ def _insert_awkward_rows(url: str) -> None:
 def test_copy_reader_lands_what_the_row_reader_lands(fresh_databases, tmp_path):
     """COPY + pyarrow CSV gives bronze the same column types and values as dlt's row-by-row pyarrow reader,
     awkward values included."""
-    from loaders.operational.pipeline import load_operational
+    from loaders.operational.pipeline import load_operational, loaded_row_counts
 
     urls = fresh_databases
     generator.generate(urls["operational"], scale=SMALL, seed=29, as_of=AS_OF)
@@ -560,9 +627,7 @@ def test_copy_reader_lands_what_the_row_reader_lands(fresh_databases, tmp_path):
         "and details ->> 'full_refresh' is not null order by started_at limit 1",
     )
     assert details["source_reads"] == {table: "copy" for table in OPERATIONAL_TABLES}
-    assert copied.pipeline.last_trace.last_normalize_info.row_counts["customers"] == SMALL.customers + len(
-        AWKWARD_TEXTS
-    )
+    assert loaded_row_counts(copied.pipeline)["customers"] == SMALL.customers + len(AWKWARD_TEXTS)
     # and both hold the source's values: every row and column of the tables with awkward values, compared in
     # Python (timestamps as instants, numerics exactly), the other tables by fingerprint. One exception,
     # the same for both readers: dlt's COPY of CSV files lands an empty string as NULL (FORCE_NULL).
@@ -589,7 +654,7 @@ def test_copy_reader_lands_what_the_row_reader_lands(fresh_databases, tmp_path):
 def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, tmp_path):
     """A second run reads the updated and inserted rows plus the rows inside the lag window, no more, with
     either reader, and loads only the updated and inserted ones: the re-read rows equal bronze."""
-    from loaders.operational.pipeline import load_operational
+    from loaders.operational.pipeline import load_operational, loaded_row_counts
 
     urls = fresh_databases
     lag = 2 * 24 * 3600
@@ -648,7 +713,7 @@ def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, 
 
     for schema, copy in readers:
         info = load(schema, copy)
-        row_counts = info.pipeline.last_trace.last_normalize_info.row_counts
+        row_counts = loaded_row_counts(info.pipeline)
         assert {table: row_counts.get(table, 0) for table in OPERATIONAL_TABLES} == expected_loaded, schema
         ((details,),) = query(
             urls["warehouse"],
@@ -673,7 +738,7 @@ def _loaded_at(url: str, table: str) -> dict[int, dt.datetime]:
 def test_rerun_keeps_the_loaded_at_of_rows_that_did_not_change(fresh_databases, tmp_path):
     """Re-read rows equal to bronze are not loaded again, so `_loaded_at` (what dbt's freshness and the
     incremental models read) moves only for rows that changed, even when `updated_at` did not move."""
-    from loaders.operational.pipeline import load_operational
+    from loaders.operational.pipeline import load_operational, loaded_row_counts
 
     urls = fresh_databases
     lag = dt.timedelta(days=30)
@@ -686,7 +751,7 @@ def test_rerun_keeps_the_loaded_at_of_rows_that_did_not_change(fresh_databases, 
             pipelines_dir=str(tmp_path / "dlt"),
             lag_seconds=lag.total_seconds(),
         )
-        counts = info.pipeline.last_trace.last_normalize_info.row_counts
+        counts = loaded_row_counts(info.pipeline)
         return {table: counts.get(table, 0) for table in OPERATIONAL_TABLES}
 
     # three customers inside the lag window (by updated_at, which none of the edits below moves)
