@@ -137,10 +137,26 @@ def utc_timestamps_as_text(item: Any) -> Any:
         return item
     for index, field in enumerate(item.schema):
         if pa.types.is_timestamp(field.type) and field.type.tz == "UTC":
-            naive = item.column(index).cast(pa.timestamp(field.type.unit))
-            text = pc.binary_join_element_wise(naive.cast(pa.string()), pa.scalar("Z"), "")
+            column = item.column(index)
+            if _one_value(column):  # e.g. `_loaded_at`: format the value once
+                text = pa.repeat(_as_text(column.slice(0, 1))[0], len(column))
+            else:
+                text = _as_text(column)
             item = item.set_column(index, pa.field(field.name, pa.string(), field.nullable), text)
     return item
+
+
+def _as_text(column: Any) -> Any:
+    naive = column.cast(pa.timestamp(column.type.unit))
+    return pc.binary_join_element_wise(naive.cast(pa.string()), pa.scalar("Z"), "")
+
+
+def _one_value(column: Any) -> bool:
+    """Whether a column holds one value in every row (no NULL), as a run's stamp does."""
+    if len(column) < 2 or column.null_count:
+        return False
+    bounds = pc.min_max(column)
+    return bool(bounds["min"] == bounds["max"])
 
 
 def csv_quoting(schema: pa.Schema) -> str:

@@ -35,16 +35,16 @@ Why it is built this way:
   there (no id passes through Python); on BigQuery they are compared in Python. A table with no bronze
   rows yet is skipped: nothing can have been deleted from it. A deletion keeps the `detected_at` of the run
   that first saw it.
-- Speed (docs/benchmarks.md): besides the COPY reader and the append above, `dlt_fast_paths` replaces
-  dlt's two slowest per-value steps (UTC timestamps in CSV, `_dlt_id`) by vectorized ones with the same
-  output and writes dlt's Parquet files without dictionary encoding, and load files are not gzipped.
-  On PostgreSQL, dlt's files are rotated every `LOAD_FILE_MAX_ROWS` rows (`DATA_WRITER__FILE_MAX_ITEMS`),
-  so a big table is several load jobs that dlt's load workers COPY in parallel: one COPY uses one server
-  core, and a single-file `order_items` COPY was the longest step of a first load. Each job is its own
-  transaction, which the guarantees above already allow for (a run killed between two jobs is finished
-  by the next run; a replayed job's rows are dropped by `_dlt_id`). What is left is dlt's own passes:
-  Arrow -> Parquet (extract), Parquet -> CSV (normalize) and the COPY of a wider CSV (`_loaded_at`,
-  `_dlt_load_id`, `_dlt_id`).
+- Speed (docs/benchmarks.md): besides the COPY reader and the append above, on PostgreSQL each Arrow
+  table (CHUNK_ROWS) is written as a finished CSV load file at extract and imported into dlt's package
+  (`dlt_fast_paths.csv_load_files`): no Parquet file at extract, no rewrite at normalize. So a big table
+  is several load jobs that dlt's load workers COPY in parallel: one COPY uses one server core, and a
+  single-file `order_items` COPY was the longest step of a first load. Each job is its own transaction,
+  which the guarantees above already allow for (a run killed between two jobs is finished by the next
+  run; a replayed job's rows are dropped by `_dlt_id`). `dlt_fast_paths` also replaces dlt's two slowest
+  per-value steps (UTC timestamps in CSV, `_dlt_id`) by vectorized ones with the same output, and writes
+  dlt's Parquet files (BigQuery) without dictionary encoding; load files are not gzipped. What is left is
+  CPU: the server's COPY of a wider CSV than the source's (`_loaded_at`, `_dlt_load_id`, `_dlt_id`).
 - Empty strings: dlt's COPY of CSV files lands an empty string as NULL (FORCE_NULL on nullable columns),
   whichever reader is used.
 - Every row version carries `_loaded_at`, the time the run that loaded it extracted it: dbt's incremental
@@ -93,10 +93,10 @@ DELETIONS_TABLE = "source_deletions"
 # in the pipeline's working folder while a resumed load may have COPYed rows twice (see drop_replayed_rows)
 REPLAY_CHECK_MARKER = "replay-check-pending"
 # rows per Arrow table the source hands dlt (the COPY reader rounds up to whole CSV blocks, ~170k rows of
-# order_items); dlt rotates its files only between such tables
+# order_items): one CSV load file (one COPY job) each on PostgreSQL
 CHUNK_ROWS = 100_000
-# rows per dlt file (extract's Parquet, normalize's CSV) on PostgreSQL: one file per chunk, so
-# `order_items` at 1M lines is ~6 load jobs that dlt's load workers COPY in parallel
+# rows per dlt file on PostgreSQL for what still goes through dlt's writers (source_deletions; every table
+# with write_csv_load_files=False): one file per chunk, as the CSV load files are
 LOAD_FILE_MAX_ROWS = 100_000
 
 

@@ -438,9 +438,12 @@ def test_utc_timestamps_as_text_is_what_the_csv_writer_writes(unit):
                 pa.timestamp(unit, tz="America/Sao_Paulo")
             ),
             "naive": pa.array([v.replace(tzinfo=None) if v else None for v in values], pa.timestamp(unit)),
+            # one value in every row (a run's `_loaded_at`) is formatted once and repeated
+            "stamp": pa.array([values[0]] * 3, pa.timestamp(unit, tz="UTC")),
         }
     )
     fast = utc_timestamps_as_text(table)
+    assert fast.schema.field("stamp").type == pa.string()
     assert fast.schema.field("at").type == pa.string()
     assert fast.schema.field("local").type == table.schema.field("local").type  # only UTC is rewritten
     assert fast.column("naive").equals(table.column("naive"))
