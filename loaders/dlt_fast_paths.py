@@ -195,7 +195,7 @@ def csv_load_folder(pipeline: Any) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def csv_load_files(folder: Path) -> Any:
+def csv_load_files(folder: Path, *, in_thread_pool: bool = True) -> Any:
     """A resource step (PostgreSQL only) that hands dlt each Arrow table as a finished CSV load file.
 
     Why: dlt writes every Arrow item to Parquet at extract, then reads it back at normalize to add
@@ -212,8 +212,9 @@ def csv_load_files(folder: Path) -> Any:
     snake_case names (the operational source's are): normalize would rename them, this step does not.
 
     Added with `resource.add_step`, it runs after dlt's incremental step, which must see (and filter) the
-    rows themselves: a plain `add_map` step is placed before it. The CSV is written by a callable the
-    step returns, which dlt runs in its extract thread pool, next to the reading of the following rows.
+    rows themselves: a plain `add_map` step is placed before it. With `in_thread_pool`, the CSV is written
+    by a callable the step returns, which dlt runs in its extract thread pool, next to the reading of the
+    following rows (up to the pool's size of tables in memory at once); otherwise in place, one at a time.
     """
     import dlt
     from dlt.common.data_writers.writers import ArrowToCsvWriter
@@ -236,7 +237,7 @@ def csv_load_files(folder: Path) -> Any:
         if unnormalized:
             raise ValueError(f"csv_load_files needs dlt's column names; these are not: {unnormalized}")
 
-        def write() -> Any:  # a callable: dlt runs it in its extract thread pool
+        def write() -> Any:
             stamped = table.append_column(
                 pa.field("_dlt_load_id", pa.string(), nullable=False),
                 pa.repeat(pa.scalar(load_id), table.num_rows),
@@ -255,6 +256,7 @@ def csv_load_files(folder: Path) -> Any:
             meta = ImportFileMeta(str(path), metrics, "csv", dlt.mark.make_hints(columns=list(DLT_COLUMNS)))
             return DataItemWithMeta(meta, stamped.schema.empty_table())
 
-        return write
+        # a callable is run by dlt in its extract thread pool; up to its size of tables are then in flight
+        return write if in_thread_pool else write()
 
     return AfterIncremental(to_load_file)

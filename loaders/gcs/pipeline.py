@@ -16,9 +16,10 @@ Why it is built this way:
   (fast_path.py); only those it cannot prove valid go record by record. Memory is one chunk plus one
   batch of rows, whatever the file size.
 - **Arrow + COPY.** The staged Arrow batches go to dlt with `loader_file_format="csv"`: PostgreSQL lands them
-  with COPY; there is no row-by-row insert anywhere. dlt's files rotate every `LOAD_FILE_MAX_ROWS` rows, so
-  a big batch's table is several load jobs that dlt's load workers COPY in parallel (one COPY keeps one
-  server core busy). Each job is its own transaction: a load killed between two jobs leaves part of a table,
+  with COPY; there is no row-by-row insert anywhere. On PostgreSQL they are grouped into tables of about
+  `LOAD_FILE_MAX_ROWS` rows (at most `LOAD_FILE_MAX_BYTES`), each handed to dlt as a finished CSV load file
+  (dlt_fast_paths.csv_load_files: no Parquet round trip through normalize), so a big batch's table is
+  several load jobs that dlt's load workers COPY in parallel (one COPY keeps one server core busy). Each job is its own transaction: a load killed between two jobs leaves part of a table,
   like a crash between two tables always could, and the next run repairs it as below (those keys are in
   bronze, so the batch merges). On BigQuery they go as Parquet files through load jobs, one per table
   (loaders/destinations.py), JSON-typed payload columns as STRING holding the JSON text.
@@ -46,7 +47,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,13 @@ from loaders.destinations import (
     pipeline_warehouse_kind,
     warehouse_kind,
 )
-from loaders.dlt_fast_paths import dlt_fast_paths, environment_defaults, load_file_rotation
+from loaders.dlt_fast_paths import (
+    csv_load_files,
+    csv_load_folder,
+    dlt_fast_paths,
+    environment_defaults,
+    load_file_rotation,
+)
 from loaders.gcs.bucket import Bucket, BucketError, ObjectInfo, open_bucket
 from loaders.gcs.fast_path import bulk_validator
 from loaders.gcs.leases import DEFAULT_LEASE_SECONDS, Holder, Lease, LeaseManager
@@ -88,9 +95,10 @@ BATCH_RAW_BYTES = 32 << 20
 FAST_CHUNK_ROWS = 50_000
 FAST_CHUNK_BYTES = 32 << 20
 MAX_DRIFT_KEYS_LOGGED = 50
-# rows per dlt file (extract's Parquet, normalize's CSV) on PostgreSQL; files rotate between the staged
-# Arrow batches (BATCH_ROWS), so 256 MiB of payload (~650k records) is ~7 COPY jobs run in parallel
+# rows per load file on PostgreSQL (staged BATCH_ROWS batches grouped, see grouped_tables), so 256 MiB of
+# payload (~650k records) is ~7 COPY jobs run in parallel; a group also ends at LOAD_FILE_MAX_BYTES of Arrow
 LOAD_FILE_MAX_ROWS = 100_000
+LOAD_FILE_MAX_BYTES = 64 << 20
 
 Progress = Callable[[str], None]
 
@@ -399,6 +407,14 @@ def _read_staged(path: Path) -> Iterator[pa.Table]:
 
 
 def _records(staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> Iterator[pa.Table]:
+    return grouped_tables(
+        _records_by_batch(staged_files, run_id, loaded_at), LOAD_FILE_MAX_ROWS, LOAD_FILE_MAX_BYTES
+    )
+
+
+def _records_by_batch(
+    staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime
+) -> Iterator[pa.Table]:
     for staged in staged_files:
         prefix = f"{staged.info.generation:020d}:"
         for table in _read_staged(staged.data_path):
@@ -409,12 +425,42 @@ def _records(staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime
 
 
 def _rejects(staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime) -> Iterator[pa.Table]:
+    return grouped_tables(
+        _rejects_by_batch(staged_files, run_id, loaded_at), LOAD_FILE_MAX_ROWS, LOAD_FILE_MAX_BYTES
+    )
+
+
+def _rejects_by_batch(
+    staged_files: list[StagedFile], run_id: str, loaded_at: dt.datetime
+) -> Iterator[pa.Table]:
     for staged in staged_files:
         for table in _read_staged(staged.rejects_path):
             table = table.add_column(
                 0, "payload_type", pa.repeat(pa.scalar(staged.payload_type.name, pa.string()), table.num_rows)
             )
             yield _with_lineage(table, staged, run_id, loaded_at)
+
+
+def grouped_tables(tables: Iterable[pa.Table], rows: int, max_bytes: int) -> Iterator[pa.Table]:
+    """The same rows, in the same order, with consecutive tables joined until a group holds `rows` rows or
+    `max_bytes` bytes (a group ends with the table that reaches either).
+
+    The staged batches are small (BATCH_ROWS) and each Arrow table dlt gets becomes one load file on
+    PostgreSQL (csv_load_files): grouped, a table is a few COPY jobs of a useful size, and the byte bound
+    keeps memory flat however large the records are. The tables must share one schema (one payload
+    type's, or the rejects').
+    """
+    pending: list[pa.Table] = []
+    held_rows = held_bytes = 0
+    for table in tables:
+        pending.append(table)
+        held_rows += table.num_rows
+        held_bytes += table.nbytes
+        if held_rows >= rows or held_bytes >= max_bytes:
+            yield pa.concat_tables(pending)
+            pending, held_rows, held_bytes = [], 0, 0
+    if pending:
+        yield pa.concat_tables(pending)
 
 
 def _by_type(staged_files: list[StagedFile]) -> dict[str, list[StagedFile]]:
@@ -431,11 +477,14 @@ def gcs_payloads_source(
     loaded_at: dt.datetime,
     warehouse: str = "postgres",
     append_types: frozenset[str] = frozenset(),
+    csv_load_folder: Path | None = None,
 ) -> Iterator[Any]:
     """One bronze table per payload type present (merged on its primary key), plus `rejects`.
     `warehouse` adapts the column hints (JSON columns are JSON text on BigQuery: loaders/destinations.py).
     Types in `append_types` carry only keys bronze does not hold yet, each once (new_keys_only()): they
-    are appended, which lands the same rows as the merge without its staging copy and delete."""
+    are appended, which lands the same rows as the merge without its staging copy and delete.
+    With `csv_load_folder` (PostgreSQL), each Arrow table is handed to dlt as a finished CSV load file
+    (dlt_fast_paths.csv_load_files) instead of going through Parquet and normalize."""
     for files in _by_type(staged_files).values():
         payload_type = files[0].payload_type
         columns = column_hints_for(
@@ -445,12 +494,17 @@ def gcs_payloads_source(
         columns.update(_lineage_hints())
         columns["_record_order"] = {"data_type": "text", "nullable": False, "dedup_sort": "desc"}
         append = payload_type.name in append_types
-        yield dlt.resource(
-            _records(files, run_id, loaded_at),
-            name=payload_type.table_name,
-            write_disposition="append" if append else {"disposition": "merge", "strategy": "delete-insert"},
-            primary_key=list(payload_type.primary_key),
-            columns=columns,
+        yield _as_csv_load_files(
+            dlt.resource(
+                _records(files, run_id, loaded_at),
+                name=payload_type.table_name,
+                write_disposition="append"
+                if append
+                else {"disposition": "merge", "strategy": "delete-insert"},
+                primary_key=list(payload_type.primary_key),
+                columns=columns,
+            ),
+            csv_load_folder,
         )
     reject_columns = {
         "payload_type": {"data_type": "text", "nullable": False},
@@ -458,13 +512,24 @@ def gcs_payloads_source(
         "_byte_offset": {"data_type": "bigint", "nullable": False},
         **_lineage_hints(),
     }
-    yield dlt.resource(
-        _rejects(staged_files, run_id, loaded_at),
-        name=REJECTS_TABLE,
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-        primary_key=["_content_hash", "_record_number"],
-        columns=reject_columns,
+    yield _as_csv_load_files(
+        dlt.resource(
+            _rejects(staged_files, run_id, loaded_at),
+            name=REJECTS_TABLE,
+            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+            primary_key=["_content_hash", "_record_number"],
+            columns=reject_columns,
+        ),
+        csv_load_folder,
     )
+
+
+def _as_csv_load_files(resource: Any, folder: Path | None) -> Any:
+    """Written one table at a time (not in dlt's pool): records with their JSON are large, and four
+    100k-row tables in flight took the loader's peak memory from ~550 MiB to ~1.3 GB at 1 GiB."""
+    if folder is not None:
+        resource.add_step(csv_load_files(folder, in_thread_pool=False))
+    return resource
 
 
 @dlt.source(name="gcs_payloads", max_table_nesting=0)
@@ -796,15 +861,27 @@ def load_batch(
     warehouse_url: str | None = None,
 ) -> list[str]:
     """The data load: every staged file's records and rejects, in one dlt load (Arrow -> CSV -> COPY;
-    on PostgreSQL a table of more than LOAD_FILE_MAX_ROWS rows is several COPY jobs, run in parallel)."""
+    on PostgreSQL each group of about LOAD_FILE_MAX_ROWS rows is one CSV load file written at extract, so a
+    big table is several COPY jobs, run in parallel)."""
     warehouse = pipeline_warehouse_kind(pipeline)
     append_types = (
         new_keys_only(warehouse_url, pipeline.dataset_name, batch)
         if warehouse_url is not None and warehouse == "postgres"
         else frozenset()
     )
-    source = gcs_payloads_source(batch, run_id, loaded_at, warehouse=warehouse, append_types=append_types)
-    with environment_defaults(load_file_rotation(warehouse, LOAD_FILE_MAX_ROWS)), dlt_fast_paths():
+    with (
+        environment_defaults(load_file_rotation(warehouse, LOAD_FILE_MAX_ROWS)),
+        dlt_fast_paths(),
+        csv_load_folder(pipeline) as folder,
+    ):
+        source = gcs_payloads_source(
+            batch,
+            run_id,
+            loaded_at,
+            warehouse=warehouse,
+            append_types=append_types,
+            csv_load_folder=folder if warehouse == "postgres" else None,
+        )
         info = pipeline.run(source, **pipeline_run_kwargs(pipeline))
     info.raise_on_failed_jobs()
     return list(info.loads_ids)

@@ -188,13 +188,34 @@ def record_load_jobs(monkeypatch) -> list[str]:
     return jobs
 
 
+def record_extracted_files(monkeypatch) -> list[str]:
+    """The names of the files dlt's extract step writes or imports for each data load from now on."""
+    files: list[str] = []
+    original = gcs_pipeline.load_batch
+
+    def spy(pipeline, batch, run_id, loaded_at, *rest):
+        load_ids = original(pipeline, batch, run_id, loaded_at, *rest)
+        for steps in pipeline.last_trace.last_extract_info.metrics.values():
+            for step in steps:
+                files.extend(Path(m.file_path).name for m in step["job_metrics"].values())
+        return load_ids
+
+    monkeypatch.setattr(gcs_pipeline, "load_batch", spy)
+    return files
+
+
 def test_bulk_path_is_arrow_csv_copy(gcs, monkeypatch):
     seen = record_load_jobs(monkeypatch)
-    gcs.put(CI, "a.json", [interaction(n) for n in range(50)])
+    extracted = record_extracted_files(monkeypatch)
+    gcs.put(CI, "a.json", [interaction(n) for n in range(50)] + [{"oops": True}])
     gcs.run()
     data_jobs = [n for n in seen if not n.startswith("_dlt") and not n.endswith(".sql")]
-    assert {n.split(".")[0] for n in data_jobs} == {CI}
+    assert {n.split(".")[0] for n in data_jobs} == {CI, "rejects"}
     assert all(".csv" in n for n in data_jobs), data_jobs
+    # written as CSV load files at extract: no Parquet file, no normalize pass over the records
+    data_files = [n for n in extracted if not n.startswith("_dlt")]
+    assert sorted(n.split(".")[0] for n in data_files) == sorted([CI, "rejects"]), extracted
+    assert all(n.endswith(".csv") for n in data_files), extracted
     assert not [n for n in seen if "insert_values" in n and not n.startswith("_dlt")]
     # keys bronze does not hold yet were appended: no merge statement ran for the table
     assert not [n for n in seen if n.startswith(CI) and n.endswith(".sql")], seen
@@ -207,9 +228,27 @@ def test_bulk_path_is_arrow_csv_copy(gcs, monkeypatch):
     assert gcs.rows(f"select channel from bronze_gcs.{CI} where interaction_id = 'INT-00007'") == [("email",)]
 
 
+def test_grouped_tables_join_batches_up_to_a_row_or_byte_bound():
+    """Staged batches are joined, in order and without losing a row, until a group reaches N rows or N bytes."""
+    import pyarrow as pa
+
+    sizes = (3, 7, 1, 2)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    batches = [
+        pa.table({"n": list(range(start, start + size))}) for start, size in zip(starts, sizes, strict=True)
+    ]
+    grouped = list(gcs_pipeline.grouped_tables(iter(batches), 4, 1 << 30))
+    assert [t.num_rows for t in grouped] == [10, 3]
+    assert [v for t in grouped for v in t.column("n").to_pylist()] == list(range(13))
+    assert [t.num_rows for t in gcs_pipeline.grouped_tables(iter(batches), 100, 1 << 30)] == [13]
+    # the byte bound ends a group before the row bound: every batch here is at least 8 bytes
+    assert [t.num_rows for t in gcs_pipeline.grouped_tables(iter(batches), 100, 8)] == [3, 7, 1, 2]
+    assert list(gcs_pipeline.grouped_tables(iter([]), 4, 8)) == []
+
+
 def test_a_big_batch_is_several_copy_jobs_per_table_and_lands_every_record_once(gcs, monkeypatch):
-    """Rotated load files (`LOAD_FILE_MAX_ROWS`): a big table is COPYed as several parallel jobs, appended
-    and merged alike, and bronze holds every record once; the setting does not outlive the load."""
+    """Load files of about `LOAD_FILE_MAX_ROWS` rows: a big table is COPYed as several parallel jobs,
+    appended and merged alike, and bronze holds every record once; the setting does not outlive the load."""
     jobs = record_load_jobs(monkeypatch)
     monkeypatch.delenv("DATA_WRITER__FILE_MAX_ITEMS", raising=False)
     # the proportions of a 256 MiB batch at 3,000 records: files rotate between staged Arrow batches
