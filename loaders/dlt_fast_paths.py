@@ -5,9 +5,9 @@ that dlt runs value by value, and extract (Arrow -> Parquet) by Parquet's dictio
 `dlt_fast_paths()` swaps them for faster equivalents while a load runs. Load files are also written
 uncompressed (loaders/destinations.py sets that for every pipeline). On PostgreSQL both bulk loaders rotate
 dlt's load files every N rows, set for their own run with `environment_defaults`, so a big table becomes
-several load jobs that dlt's load workers COPY in parallel (one COPY keeps one server core busy). The
-operational loader goes one step further on PostgreSQL: `csv_load_files` writes each Arrow table as the
-finished CSV load file at extract, so dlt neither writes it to Parquet nor rewrites it at normalize.
+several load jobs that dlt's load workers COPY in parallel (one COPY keeps one server core busy). Both go
+one step further on PostgreSQL: `csv_load_files` writes each Arrow table as the finished CSV load file at
+extract, so dlt neither writes it to Parquet nor rewrites it at normalize.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def csv_load_files(folder: Path, *, in_thread_pool: bool = True) -> Any:
     so bronze and the stored dlt schema are the same as through normalize. One file per table yielded,
     so a big table is several load jobs, as with `load_file_rotation`. `folder` (`csv_load_folder`)
     holds the files until dlt has linked them into the package. Column names must already be dlt's
-    snake_case names (the operational source's are): normalize would rename them, this step does not.
+    snake_case names (both loaders' are): normalize would rename them, this step does not.
 
     Added with `resource.add_step`, it runs after dlt's incremental step, which must see (and filter) the
     rows themselves: a plain `add_map` step is placed before it. With `in_thread_pool`, the CSV is written
