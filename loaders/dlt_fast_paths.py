@@ -3,11 +3,12 @@
 Profiling the operational and GCS loads showed normalize (Arrow -> CSV for COPY) dominated by two steps
 that dlt runs value by value, and extract (Arrow -> Parquet) by Parquet's dictionary encoding;
 `dlt_fast_paths()` swaps them for faster equivalents while a load runs. Load files are also written
-uncompressed (loaders/destinations.py sets that for every pipeline). On PostgreSQL both bulk loaders rotate
-dlt's load files every N rows, set for their own run with `environment_defaults`, so a big table becomes
-several load jobs that dlt's load workers COPY in parallel (one COPY keeps one server core busy). Both go
-one step further on PostgreSQL: `csv_load_files` writes each Arrow table as the finished CSV load file at
-extract, so dlt neither writes it to Parquet nor rewrites it at normalize.
+uncompressed (loaders/destinations.py sets that for every pipeline). On PostgreSQL both bulk loaders hand
+dlt finished CSV load files (`csv_load_files`: each Arrow table written once, at extract, so dlt neither
+writes it to Parquet nor rewrites it at normalize), one per table of N rows, so a big table becomes
+several load jobs that dlt's load workers COPY in parallel (one COPY keeps one server core busy). What
+dlt still writes itself can be rotated every N rows too (`load_file_rotation`, set for one run with
+`environment_defaults`): the operational loader does, for `source_deletions` and its Parquet path.
 """
 
 from __future__ import annotations

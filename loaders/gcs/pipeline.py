@@ -19,8 +19,9 @@ Why it is built this way:
   with COPY; there is no row-by-row insert anywhere. On PostgreSQL they are grouped into tables of about
   `LOAD_FILE_MAX_ROWS` rows (at most `LOAD_FILE_MAX_BYTES`), each handed to dlt as a finished CSV load file
   (dlt_fast_paths.csv_load_files: no Parquet round trip through normalize), so a big batch's table is
-  several load jobs that dlt's load workers COPY in parallel (one COPY keeps one server core busy). Each job is its own transaction: a load killed between two jobs leaves part of a table,
-  like a crash between two tables always could, and the next run repairs it as below (those keys are in
+  several load jobs that dlt's load workers COPY in parallel (one COPY keeps one server core busy). Each
+  job is its own transaction: a load killed between two jobs leaves part of a table, like a crash between
+  two tables always could, and the next run repairs it as below (those keys are in
   bronze, so the batch merges). On BigQuery they go as Parquet files through load jobs, one per table
   (loaders/destinations.py), JSON-typed payload columns as STRING holding the JSON text.
 - **Exactly once.** Bronze tables are merged on the payload type's primary key (a corrected file supersedes
@@ -64,13 +65,7 @@ from loaders.destinations import (
     pipeline_warehouse_kind,
     warehouse_kind,
 )
-from loaders.dlt_fast_paths import (
-    csv_load_files,
-    csv_load_folder,
-    dlt_fast_paths,
-    environment_defaults,
-    load_file_rotation,
-)
+from loaders.dlt_fast_paths import csv_load_files, csv_load_folder, dlt_fast_paths
 from loaders.gcs.bucket import Bucket, BucketError, ObjectInfo, open_bucket
 from loaders.gcs.fast_path import bulk_validator
 from loaders.gcs.leases import DEFAULT_LEASE_SECONDS, Holder, Lease, LeaseManager
@@ -869,11 +864,8 @@ def load_batch(
         if warehouse_url is not None and warehouse == "postgres"
         else frozenset()
     )
-    with (
-        environment_defaults(load_file_rotation(warehouse, LOAD_FILE_MAX_ROWS)),
-        dlt_fast_paths(),
-        csv_load_folder(pipeline) as folder,
-    ):
+    # no dlt file rotation here: on PostgreSQL every table is already a CSV load file per group
+    with dlt_fast_paths(), csv_load_folder(pipeline) as folder:
         source = gcs_payloads_source(
             batch,
             run_id,

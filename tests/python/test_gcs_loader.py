@@ -248,7 +248,7 @@ def test_grouped_tables_join_batches_up_to_a_row_or_byte_bound():
 
 def test_a_big_batch_is_several_copy_jobs_per_table_and_lands_every_record_once(gcs, monkeypatch):
     """Load files of about `LOAD_FILE_MAX_ROWS` rows: a big table is COPYed as several parallel jobs,
-    appended and merged alike, and bronze holds every record once; the setting does not outlive the load."""
+    appended and merged alike, and bronze holds every record once; no dlt setting is left for other loaders."""
     jobs = record_load_jobs(monkeypatch)
     monkeypatch.delenv("DATA_WRITER__FILE_MAX_ITEMS", raising=False)
     # the proportions of a 256 MiB batch at 3,000 records: files rotate between staged Arrow batches

@@ -295,6 +295,19 @@ def test_first_load_appends_and_gives_the_rows_a_merge_gives(fresh_databases, tm
         assert source == bronze, f"bronze {table} differs from the source"
 
 
+def _load_into(urls: dict[str, str], tmp_path: Path, schema: str, **options: Any) -> Any:
+    """load_operational into bronze `schema`, with a pipeline folder of its own (the same one on every call)."""
+    from loaders.operational.pipeline import load_operational
+
+    return load_operational(
+        urls["operational"],
+        urls["warehouse"],
+        bronze_schema=schema,
+        pipelines_dir=str(tmp_path / schema),
+        **options,
+    )
+
+
 def _extracted_files(info: Any) -> dict[str, set[str]]:
     """Per data table, the kinds of file dlt's extract step wrote or imported for the last run."""
     kinds: dict[str, set[str]] = {}
@@ -318,21 +331,12 @@ def test_csv_load_files_land_what_dlts_normalize_lands(fresh_databases, tmp_path
     """The CSV load files written at extract (no Parquet, no normalize pass) give bronze the same rows,
     column types and dlt schema hints as dlt's own path, and well-formed `_dlt_id` / `_dlt_load_id`;
     merges after them work as before."""
-    from loaders.operational.pipeline import load_operational, loaded_row_counts
+    from loaders.operational.pipeline import loaded_row_counts
 
     urls = fresh_databases
     generator.generate(urls["operational"], scale=SMALL, seed=41, as_of=AS_OF)
-
-    def load(schema: str, csv_files: bool) -> Any:
-        return load_operational(
-            urls["operational"],
-            urls["warehouse"],
-            bronze_schema=schema,
-            pipelines_dir=str(tmp_path / schema),
-            write_csv_load_files=csv_files,
-        )
-
-    imported, normalized = load("bronze_csv", True), load("bronze_dlt", False)
+    imported = _load_into(urls, tmp_path, "bronze_csv")
+    normalized = _load_into(urls, tmp_path, "bronze_dlt", write_csv_load_files=False)
     assert _extracted_files(imported) == {table: {".csv"} for table in OPERATIONAL_TABLES}
     assert _extracted_files(normalized) == {table: {".parquet"} for table in OPERATIONAL_TABLES}
     assert loaded_row_counts(imported.pipeline) == loaded_row_counts(normalized.pipeline)
@@ -354,7 +358,7 @@ def test_csv_load_files_land_what_dlts_normalize_lands(fresh_databases, tmp_path
 
     # a change merges through the same path: one new version replaces the old, nothing else loads
     query(urls["operational"], "update customers set tier = 'gold', updated_at = now() where id = 3")
-    merged = load("bronze_csv", True)
+    merged = _load_into(urls, tmp_path, "bronze_csv")
     assert {t: n for t, n in loaded_row_counts(merged.pipeline).items() if n} == {"customers": 1}
     assert query(urls["warehouse"], "select tier from bronze_csv.customers where id = 3") == [("gold",)]
     for table, (source, bronze) in bronze_matches_source(urls, "bronze_csv").items():
@@ -657,7 +661,7 @@ def test_copy_reader_lands_what_the_row_reader_lands(fresh_databases, tmp_path):
 def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, tmp_path):
     """A second run reads the updated and inserted rows plus the rows inside the lag window, no more, with
     either reader, and loads only the updated and inserted ones: the re-read rows equal bronze."""
-    from loaders.operational.pipeline import load_operational, loaded_row_counts
+    from loaders.operational.pipeline import loaded_row_counts
 
     urls = fresh_databases
     lag = 2 * 24 * 3600
@@ -665,14 +669,7 @@ def test_incremental_run_reads_only_changes_and_the_lag_window(fresh_databases, 
     readers = (("bronze_copy", True), ("bronze_rows", False))
 
     def load(schema: str, copy: bool) -> Any:
-        return load_operational(
-            urls["operational"],
-            urls["warehouse"],
-            bronze_schema=schema,
-            pipelines_dir=str(tmp_path / schema),
-            lag_seconds=lag,
-            read_with_copy=copy,
-        )
+        return _load_into(urls, tmp_path, schema, lag_seconds=lag, read_with_copy=copy)
 
     for schema, copy in readers:
         load(schema, copy)
