@@ -373,6 +373,51 @@ def drop_replayed_rows(warehouse_url: str, bronze_schema: str, table_names: Sequ
     return removed
 
 
+# bronze column lists that dbt's incremental order models look rows up by on PostgreSQL
+# (macros/incremental/rows_of_keys.sql): a night reads the lines of the few changed orders through these
+LOOKUP_INDEXES: dict[str, tuple[str, ...]] = {"orders": ("id",), "order_items": ("order_id",)}
+
+
+def lookup_index_name(table: str, columns: Sequence[str]) -> str:
+    return f"{table}__{'_'.join(columns)}__lookup"
+
+
+def create_lookup_indexes(warehouse_url: str, bronze_schema: str) -> list[str]:
+    """Create the LOOKUP_INDEXES that bronze does not have yet (PostgreSQL); returns their names.
+
+    Built once, after a table's first load: one index build costs less than maintaining the index during
+    that load's COPY, and later loads only add their rows to it. A full refresh drops the tables with their
+    indexes, so the run that reloads them builds them again. Without them, the incremental order models
+    would look up each changed order by scanning every line.
+    """
+    if warehouse_kind(warehouse_url) != "postgres":
+        return []
+    created: list[str] = []
+    conn = psycopg2.connect(warehouse_url)
+    try:
+        with conn.cursor() as cur:
+            for table, columns in LOOKUP_INDEXES.items():
+                name = lookup_index_name(table, columns)
+                if _relation_exists(cur, bronze_schema, name) or not _relation_exists(
+                    cur, bronze_schema, table
+                ):
+                    continue
+                column_list = ", ".join(f'"{column}"' for column in columns)
+                cur.execute(
+                    f'create index if not exists "{name}" on "{bronze_schema}"."{table}" ({column_list})'
+                )
+                created.append(name)
+        conn.commit()
+    finally:
+        conn.close()
+    return created
+
+
+def _relation_exists(cur: Any, schema: str, name: str) -> bool:
+    cur.execute("select to_regclass(%s) is not null", (f'"{schema}"."{name}"',))
+    return bool(cur.fetchone()[0])
+
+
 def loaded_row_counts(pipeline: Any) -> dict[str, int]:
     """Row versions per table that the pipeline's last `run()` loaded (dlt's own tables left out).
 
@@ -486,6 +531,7 @@ def load_operational(
                 refresh="drop_sources" if full_refresh else None,
             )
             info.raise_on_failed_jobs()
+            lookup_indexes_created = create_lookup_indexes(warehouse_url, bronze_schema)
     except Exception as exc:
         log.finish(entry, "failed", message=f"{type(exc).__name__}: {exc}"[:2000])
         log.close()
@@ -505,6 +551,7 @@ def load_operational(
             "source_reads": dict(sorted(PostgresCopyTableLoader.reads.items())),
             # re-read (lag window) rows equal to bronze, not loaded again
             "unchanged_rows_skipped": dict(sorted(unchanged_rows_skipped.items())),
+            "lookup_indexes_created": lookup_indexes_created,
         },
         records_processed=rows,
         records_loaded=rows,

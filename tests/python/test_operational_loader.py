@@ -530,6 +530,53 @@ def test_full_refresh_drops_and_appends_without_duplicates(fresh_databases, tmp_
         assert source == bronze, f"bronze {table} differs from the source after a merged full refresh"
 
 
+def _lookup_indexes(url: str) -> dict[str, str]:
+    rows = query(
+        url,
+        "select indexname, indexdef from pg_indexes where schemaname = 'bronze_operational' "
+        "and indexname like '%%lookup'",
+    )
+    return {name: definition.split(" USING btree ", 1)[1] for name, definition in rows}
+
+
+def _lookup_indexes_created(url: str) -> list[str]:
+    ((details,),) = query(
+        url,
+        "select details from ops.processing_log where component = 'operational' "
+        "order by started_at desc limit 1",
+    )
+    return details["lookup_indexes_created"]
+
+
+def test_lookup_indexes_are_built_after_a_first_load_and_after_a_full_refresh(fresh_databases, tmp_path):
+    """bronze orders(id) and order_items(order_id), which the incremental order models look changed orders
+    up by (rows_of_keys): built once after the first load, kept by later loads, rebuilt after a full
+    refresh drops the tables."""
+    from loaders.operational.pipeline import LOOKUP_INDEXES, load_operational, lookup_index_name
+
+    urls = fresh_databases
+    generator.generate(urls["operational"], scale=SMALL, seed=29, as_of=AS_OF)
+    expected = {
+        lookup_index_name(table, columns): "(" + ", ".join(columns) + ")"
+        for table, columns in LOOKUP_INDEXES.items()
+    }
+    assert expected == {"orders__id__lookup": "(id)", "order_items__order_id__lookup": "(order_id)"}
+
+    def load(**options: Any) -> list[str]:
+        load_operational(
+            urls["operational"], urls["warehouse"], pipelines_dir=str(tmp_path / "dlt"), **options
+        )
+        assert _lookup_indexes(urls["warehouse"]) == expected
+        return sorted(_lookup_indexes_created(urls["warehouse"]))
+
+    assert load() == sorted(expected), "the first load builds them"
+    query(urls["operational"], "update order_items set updated_at = now() where id % 20 = 0")
+    assert load() == [], "a later load keeps them"
+    assert load(full_refresh=True) == sorted(expected), (
+        "a full refresh drops the tables, and builds them again"
+    )
+
+
 def _typed_fingerprints(url: str, schema: str) -> dict[str, tuple]:
     """Per table: every column's full type (length, precision, scale, nullability) and the content of every
     column dlt does not stamp per run."""
