@@ -1,14 +1,21 @@
 {#
     Hard deletes in an incremental fact merged on its key (PostgreSQL): delete the rows whose key, or whose
     parent's key, the operational loader lists in source_deletions (ids in bronze but gone from the source).
-    Narrow: it reads the deletion list and the target's key index, never an anti-join over the whole table.
+    Narrow: each key list is read once (an array), then looked up in the target's index on that column
+    (`in (subquery)` would be checked row by row over the whole table); PostgreSQL only.
     `deleted_keys`: {column of the target: source table_name in source_deletions}, e.g.
     {'order_item_id': 'order_items', 'order_id': 'orders'} (an order's deletion cascades to its lines).
     On BigQuery the facts rewrite the partitions of deleted rows instead (rows_to_rewrite), so no hook.
 #}
 {% macro delete_rows_deleted_at_source(target_relation, deleted_keys) -%}
     delete from {{ target_relation }}
-    where {{ listed_in_source_deletions(deleted_keys) }}
+    where
+    {%- for column, table_name in deleted_keys.items() %}
+        {% if not loop.first %}or {% endif %}{{ column }} = any(array(
+            select deleted_record_id from {{ ref('stg_operational__source_deletions') }}
+            where deleted_table_name = '{{ table_name }}'
+        ))
+    {%- endfor %}
 {%- endmacro %}
 
 {# The partition values (on `partition_column`) of the target's rows listed in source_deletions. #}

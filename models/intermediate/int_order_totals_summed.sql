@@ -31,15 +31,14 @@
 #}
 {%- set orders = ref('stg_operational__orders') -%}
 {%- set order_items = ref('stg_operational__order_items') -%}
+{%- set orders_to_join = orders -%}
 
 {#- an order with its lines summed, for every order and for the changed ones -#}
-{%- set sum_lines -%}
-    select
-        order_id,
-        sum(total_amount) as order_revenue,
-        sum(quantity) as order_units,
-        count(*) as order_lines,
-        max(loaded_at) as lines_loaded_at
+{%- set line_sums -%}
+    sum(total_amount) as order_revenue,
+    sum(quantity) as order_units,
+    count(*) as order_lines,
+    max(loaded_at) as lines_loaded_at
 {%- endset -%}
 {%- set join_totals -%}
     select
@@ -60,7 +59,9 @@ with
 
 line_totals as (
 
-    {{ sum_lines }}
+    select
+        order_id,
+        {{ line_sums | indent(8) }}
     from {{ order_items }}
     group by order_id
 
@@ -79,6 +80,8 @@ order_totals as (  -- noqa: ST03
 {% if is_incremental() %}
 
     {%- set loaded_since = last_run_loaded_bound('fact_orders_lookback_hours', partition_column='order_date') %}
+    {#- the changed orders' headers, read by key as their lines below -#}
+    {%- set orders_to_join = '(' ~ rows_of_keys(orders, 'order_id', 'changed_order_ids') ~ ')' %}
 
     changed_order_ids as (
 
@@ -97,14 +100,11 @@ order_totals as (  -- noqa: ST03
 
     ),
 
-    -- the changed orders summed on their own: a filter on the sums of every order would not reach below
-    -- their group by, and PostgreSQL would sum every line
+    -- the changed orders summed on their own, reading only their lines (rows_of_keys): a filter on the
+    -- sums of every order would not reach below their group by, and every line would be summed
     changed_line_totals as (
 
-        {{ sum_lines }}
-        from {{ order_items }}
-        where order_id in (select order_id from changed_order_ids)
-        group by order_id
+        {{ rows_of_keys(order_items, 'order_id', 'changed_order_ids', line_sums, group_by_key=true) }}
 
     ),
 
@@ -113,12 +113,9 @@ order_totals as (  -- noqa: ST03
 changed_orders as (
 
     {{ join_totals }}
-    from {{ orders }} as orders
+    from {{ orders_to_join }} as orders
     left join {{ 'changed_line_totals' if is_incremental() else 'line_totals' }} as totals
         on orders.order_id = totals.order_id
-    {% if is_incremental() %}
-        where orders.order_id in (select order_id from changed_order_ids)
-    {% endif %}
 
 ),
 
