@@ -50,6 +50,9 @@ Why it is built this way:
 - Every row version carries `_loaded_at`, the time the run that loaded it extracted it: dbt's incremental
   models filter on it, never on updated_at, so a late update with an old updated_at is still picked up
   downstream.
+- **Lookup indexes** (PostgreSQL, `LOOKUP_INDEXES`): `orders (id)` and `order_items (order_id)`, built once a
+  table has its first load (and again after a full refresh drops it). dbt's incremental order models read the
+  night's changed orders through them, one index probe per order (`macros/incremental/rows_of_keys.sql`).
 """
 
 from __future__ import annotations
