@@ -26,7 +26,9 @@
 {#
     Incremental: the lines whose order or item landed in bronze (loaded_at) since the last run, minus
     var('fact_orders_lookback_hours') (macros/incremental/loaded_since_last_run.sql): the lines of the
-    orders int_order_totals_summed saw land since then, less those already here with the same loaded_at.
+    orders int_order_totals_summed saw land since then, less those already here with the same loaded_at
+    (build it with its parents, as the nightly job does: a stale int_order_totals_summed delays changes to
+    the next run that sees them, within the look-back window).
       - PostgreSQL: merged on order_item_id; the lines are looked up by order_id (rows_of_keys); the
         post-hook deletes the lines whose item or order the loader lists in source_deletions (hard deletes).
       - BigQuery: partitioned by order_date, clustered by customer_id, product_id; insert_overwrite rewrites
