@@ -292,9 +292,13 @@ def _copy_pipe(source_cur: Any, copy_out: str, target_cur: Any) -> None:
         raise failure[0]
 
 
+def _relation_exists(cur: Any, qualified_name: str) -> bool:
+    cur.execute("select to_regclass(%s) is not null", (qualified_name,))
+    return bool(cur.fetchone()[0])
+
+
 def _has_rows(cur: Any, qualified_table: str) -> bool:
-    cur.execute("select to_regclass(%s)", (qualified_table,))
-    if cur.fetchone()[0] is None:
+    if not _relation_exists(cur, qualified_table):
         return False
     cur.execute(f"select exists (select 1 from {qualified_table})")
     return bool(cur.fetchone()[0])
@@ -401,24 +405,18 @@ def create_lookup_indexes(warehouse_url: str, bronze_schema: str) -> list[str]:
         with conn.cursor() as cur:
             for table, columns in LOOKUP_INDEXES.items():
                 name = lookup_index_name(table, columns)
-                if _relation_exists(cur, bronze_schema, name) or not _relation_exists(
-                    cur, bronze_schema, table
+                qualified_table = f'"{bronze_schema}"."{table}"'
+                if _relation_exists(cur, f'"{bronze_schema}"."{name}"') or not _relation_exists(
+                    cur, qualified_table
                 ):
                     continue
                 column_list = ", ".join(f'"{column}"' for column in columns)
-                cur.execute(
-                    f'create index if not exists "{name}" on "{bronze_schema}"."{table}" ({column_list})'
-                )
+                cur.execute(f'create index if not exists "{name}" on {qualified_table} ({column_list})')
                 created.append(name)
         conn.commit()
     finally:
         conn.close()
     return created
-
-
-def _relation_exists(cur: Any, schema: str, name: str) -> bool:
-    cur.execute("select to_regclass(%s) is not null", (f'"{schema}"."{name}"',))
-    return bool(cur.fetchone()[0])
 
 
 def loaded_row_counts(pipeline: Any) -> dict[str, int]:

@@ -31,7 +31,10 @@
 #}
 {%- set orders = ref('stg_operational__orders') -%}
 {%- set order_items = ref('stg_operational__order_items') -%}
-{%- set orders_to_join = orders -%}
+{#- the orders whose lines are summed: on a night, the changed ones, read by key as their lines below -#}
+{%- set orders_to_join = (
+    '(' ~ rows_of_keys(orders, 'order_id', 'changed_order_ids') ~ ')' if is_incremental() else orders
+) -%}
 
 {#- an order with its lines summed, for every order and for the changed ones -#}
 {%- set line_sums -%}
@@ -80,8 +83,6 @@ order_totals as (  -- noqa: ST03
 {% if is_incremental() %}
 
     {%- set loaded_since = last_run_loaded_bound('fact_orders_lookback_hours', partition_column='order_date') %}
-    {#- the changed orders' headers, read by key as their lines below -#}
-    {%- set orders_to_join = '(' ~ rows_of_keys(orders, 'order_id', 'changed_order_ids') ~ ')' %}
 
     changed_order_ids as (
 

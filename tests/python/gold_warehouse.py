@@ -49,6 +49,19 @@ DBT_ENVIRONMENT = (
 )
 
 
+def dbt_environment_of(project_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    """The environment the CLI gives dbt for the CLI environment `env` (profile variables, target paths)."""
+    result = subprocess.run(
+        [sys.executable, "-c", DBT_ENVIRONMENT],
+        cwd=project_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
 @dataclass(frozen=True)
 class GoldWarehouse:
     project_dir: Path  # the copy of the project the warehouse was built from
@@ -129,13 +142,5 @@ def _build(embedded_pg: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFacto
     run_cli_in(project_dir, env, "docs")
     # the tests' own dbt and mf commands get exactly the environment the CLI gives dbt, so dbt's partial
     # parsing (keyed on the env_var() values a project reads) reuses the build's parse
-    dbt_environment = subprocess.run(
-        [sys.executable, "-c", DBT_ENVIRONMENT],
-        cwd=project_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    env = json.loads(dbt_environment.stdout)
+    env = dbt_environment_of(project_dir, env)
     return GoldWarehouse(project_dir=project_dir, urls=urls, env=env, as_of=AS_OF)

@@ -539,13 +539,13 @@ def _lookup_indexes(url: str) -> dict[str, str]:
     return {name: definition.split(" USING btree ", 1)[1] for name, definition in rows}
 
 
-def _lookup_indexes_created(url: str) -> list[str]:
+def _last_run_details(url: str) -> dict[str, Any]:
+    """The processing log's details of the newest operational run."""
     ((details,),) = query(
         url,
-        "select details from ops.processing_log where component = 'operational' "
-        "order by started_at desc limit 1",
+        "select details from ops.processing_log where component = 'operational' order by started_at desc limit 1",
     )
-    return details["lookup_indexes_created"]
+    return details
 
 
 def test_lookup_indexes_are_built_after_a_first_load_and_after_a_full_refresh(fresh_databases, tmp_path):
@@ -567,7 +567,7 @@ def test_lookup_indexes_are_built_after_a_first_load_and_after_a_full_refresh(fr
             urls["operational"], urls["warehouse"], pipelines_dir=str(tmp_path / "dlt"), **options
         )
         assert _lookup_indexes(urls["warehouse"]) == expected
-        return sorted(_lookup_indexes_created(urls["warehouse"]))
+        return sorted(_last_run_details(urls["warehouse"])["lookup_indexes_created"])
 
     assert load() == sorted(expected), "the first load builds them"
     query(urls["operational"], "update order_items set updated_at = now() where id % 20 = 0")
@@ -817,10 +817,7 @@ def test_rerun_keeps_the_loaded_at_of_rows_that_did_not_change(fresh_databases, 
     before = {table: _loaded_at(urls["warehouse"], table) for table in OPERATIONAL_TABLES}
     assert load() == dict.fromkeys(OPERATIONAL_TABLES, 0), "a quiet source loads nothing"
     assert {table: _loaded_at(urls["warehouse"], table) for table in OPERATIONAL_TABLES} == before
-    ((details,),) = query(
-        urls["warehouse"],
-        "select details from ops.processing_log where component = 'operational' order by started_at desc limit 1",
-    )
+    details = _last_run_details(urls["warehouse"])
     assert details["unchanged_rows_skipped"]["customers"] >= 3, "customers were re-read in the lag window"
 
     # updated_at untouched: a changed name and a value that became '' (dlt lands it as NULL) are changes;

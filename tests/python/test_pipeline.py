@@ -9,11 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from gold_warehouse import DBT_ENVIRONMENT
+from gold_warehouse import dbt_environment_of
 from helpers import PROJECT_DIR, columns, delete_one_order_line, fingerprint, query, run_cli
 
 from loaders.operational import generator
@@ -218,16 +217,7 @@ def test_incremental_order_models_look_changed_orders_up_by_the_bronze_lookup_in
     through the lookup indexes the loader builds, never by scanning and hash-joining every line: at 1M
     lines, ~35 ms against ~500 ms for the lines of ~3,500 orders (docs/benchmarks.md)."""
     urls, env = daily_warehouse["urls"], daily_warehouse["env"]
-    dbt_env = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", DBT_ENVIRONMENT],
-            cwd=PROJECT_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    dbt_env = dbt_environment_of(PROJECT_DIR, env)
     world = generator.world_date(urls["operational"])
     dbt = str(PROJECT_DIR / ".venv" / "bin" / "dbt")
     select = ["--select", "int_order_totals_summed", "fact_orders"]
