@@ -42,17 +42,23 @@ Why it is built this way:
   single-file `order_items` COPY was the longest step of a first load. Each job is its own transaction,
   which the guarantees above already allow for (a run killed between two jobs is finished by the next
   run; a replayed job's rows are dropped by `_dlt_id`). `dlt_fast_paths` also replaces dlt's two slowest
-  per-value steps (UTC timestamps in CSV, `_dlt_id`) by vectorized ones with the same output, and writes
-  dlt's Parquet files (BigQuery) without dictionary encoding; load files are not gzipped. What is left is
-  CPU: the server's COPY of a wider CSV than the source's (`_loaded_at`, `_dlt_load_id`, `_dlt_id`).
+  per-value steps (UTC timestamps in CSV, `_dlt_id`) by vectorized ones with the same instants, and writes
+  dlt's Parquet files (BigQuery) without dictionary encoding; load files are not gzipped. A table that is
+  appended through CSV load files (a first load on PostgreSQL) keeps its values as the text PostgreSQL's
+  COPY wrote (`PostgresCopyTableLoader.with_text_values`), except the cursor and the primary key, which
+  dlt reads: they go from one COPY to the other without being parsed and formatted again (dlt still sees
+  the typed schema, so bronze's columns are the same). Merged tables are read typed, as `bronze_versions`
+  compares their values. What is left is CPU: the server's COPY of a wider CSV than the source's
+  (`_loaded_at`, `_dlt_load_id`, `_dlt_id`).
 - Empty strings: dlt's COPY of CSV files lands an empty string as NULL (FORCE_NULL on nullable columns),
   whichever reader is used.
 - Every row version carries `_loaded_at`, the time the run that loaded it extracted it: dbt's incremental
   models filter on it, never on updated_at, so a late update with an old updated_at is still picked up
   downstream.
-- **Lookup indexes** (PostgreSQL, `LOOKUP_INDEXES`): `orders (id)` and `order_items (order_id)`, built once a
-  table has its first load (and again after a full refresh drops it). dbt's incremental order models read the
-  night's changed orders through them, one index probe per order (`macros/incremental/rows_of_keys.sql`).
+- Bronze's lookup indexes (`orders`, `order_items`: by id / order_id, and by loaded_at), which dbt's nightly
+  order models find and read changed orders by, are dbt's: declared on the sources and built by dbt when
+  missing (macros/incremental/source_lookup_indexes.sql), whichever tool loaded bronze. Loading does not
+  build them.
 """
 
 from __future__ import annotations
@@ -138,7 +144,12 @@ def operational_source(
         backend="pyarrow",
         chunk_size=chunk_size,
         reflection_level="full_with_precision",
-        table_loader_class=PostgresCopyTableLoader if read_with_copy else None,
+        table_loader_class=(
+            # a table appended through CSV load files keeps its values as COPY's text (copy_backend)
+            PostgresCopyTableLoader.with_text_values(append_tables if csv_load_folder else ())
+            if read_with_copy
+            else None
+        ),
     )
     for name in table_names:
         resource = database.resources[name]
@@ -380,45 +391,6 @@ def drop_replayed_rows(warehouse_url: str, bronze_schema: str, table_names: Sequ
     return removed
 
 
-# bronze column lists that dbt's incremental order models look rows up by on PostgreSQL
-# (macros/incremental/rows_of_keys.sql): a night reads the lines of the few changed orders through these
-LOOKUP_INDEXES: dict[str, tuple[str, ...]] = {"orders": ("id",), "order_items": ("order_id",)}
-
-
-def lookup_index_name(table: str, columns: Sequence[str]) -> str:
-    return f"{table}__{'_'.join(columns)}__lookup"
-
-
-def create_lookup_indexes(warehouse_url: str, bronze_schema: str) -> list[str]:
-    """Create the LOOKUP_INDEXES that bronze does not have yet (PostgreSQL); returns their names.
-
-    Built once, after a table's first load: one index build costs less than maintaining the index during
-    that load's COPY, and later loads only add their rows to it. A full refresh drops the tables with their
-    indexes, so the run that reloads them builds them again. Without them, the incremental order models
-    would look up each changed order by scanning every line.
-    """
-    if warehouse_kind(warehouse_url) != "postgres":
-        return []
-    created: list[str] = []
-    conn = psycopg2.connect(warehouse_url)
-    try:
-        with conn.cursor() as cur:
-            for table, columns in LOOKUP_INDEXES.items():
-                name = lookup_index_name(table, columns)
-                qualified_table = f'"{bronze_schema}"."{table}"'
-                if _relation_exists(cur, f'"{bronze_schema}"."{name}"') or not _relation_exists(
-                    cur, qualified_table
-                ):
-                    continue
-                column_list = ", ".join(f'"{column}"' for column in columns)
-                cur.execute(f'create index if not exists "{name}" on {qualified_table} ({column_list})')
-                created.append(name)
-        conn.commit()
-    finally:
-        conn.close()
-    return created
-
-
 def loaded_row_counts(pipeline: Any) -> dict[str, int]:
     """Row versions per table that the pipeline's last `run()` loaded (dlt's own tables left out).
 
@@ -532,7 +504,6 @@ def load_operational(
                 refresh="drop_sources" if full_refresh else None,
             )
             info.raise_on_failed_jobs()
-            lookup_indexes_created = create_lookup_indexes(warehouse_url, bronze_schema)
     except Exception as exc:
         log.finish(entry, "failed", message=f"{type(exc).__name__}: {exc}"[:2000])
         log.close()
@@ -552,7 +523,6 @@ def load_operational(
             "source_reads": dict(sorted(PostgresCopyTableLoader.reads.items())),
             # re-read (lag window) rows equal to bronze, not loaded again
             "unchanged_rows_skipped": dict(sorted(unchanged_rows_skipped.items())),
-            "lookup_indexes_created": lookup_indexes_created,
         },
         records_processed=rows,
         records_loaded=rows,

@@ -7,7 +7,7 @@
         incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'merge'),
         partition_by={'field': 'order_date', 'data_type': 'date', 'granularity': 'day'},
         cluster_by=['customer_id'],
-        indexes=[{'columns': ['order_id'], 'unique': true}],
+        indexes=[{'columns': ['order_id'], 'unique': true}, {'columns': ['loaded_at']}],
         post_hook=(
             [] if target.type == 'bigquery'
             else ["{{ delete_rows_deleted_at_source(this, {'order_id': 'orders'}) }}"]
@@ -20,7 +20,8 @@
     re-sums only the orders that changed. An order changed when its header or one of its lines landed in
     bronze since the last run (var('fact_orders_lookback_hours'), as fact_orders), or when one of its lines
     was deleted at the source since then. Deleted orders leave as in fact_orders: a post-hook on PostgreSQL,
-    a rewrite of their partitions on BigQuery. Result = a full refresh, on both.
+    a rewrite of their partitions on BigQuery. Result = a full refresh, on both. The index on loaded_at
+    makes the night's bound (its max) and fact_orders' changed orders (loaded_at >= bound) index probes.
 #}
 
 -- depends_on: {{ ref('stg_operational__source_deletions') }}, {{ ref('stg_operational__order_items_deleted') }}

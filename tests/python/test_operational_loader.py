@@ -420,8 +420,9 @@ def test_deletions_are_reconciled_in_the_warehouse(fresh_databases, tmp_path):
 
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
-def test_utc_timestamps_as_text_is_what_the_csv_writer_writes(unit):
-    """The fast path hands pyarrow's CSV writer text that reads back as the same values it would write."""
+def test_utc_timestamps_as_text_reads_back_as_the_same_instants(unit):
+    """The fast path hands pyarrow's CSV writer text that reads back as the same values it would write:
+    the writer's own text, or the same without the fraction for a column of whole seconds."""
     import io
 
     import pyarrow as pa
@@ -434,37 +435,77 @@ def test_utc_timestamps_as_text_is_what_the_csv_writer_writes(unit):
         None,
         dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
     ]
+    whole_seconds = [dt.datetime(2024, 2, 29, 23, 59, 58, tzinfo=dt.UTC), None, values[2]]
     table = pa.table(
         {
             "id": pa.array([1, 2, 3], pa.int64()),
             "at": pa.array(values, pa.timestamp(unit, tz="UTC")),
+            "whole": pa.array(whole_seconds, pa.timestamp(unit, tz="UTC")),
             "local": pa.array(values, pa.timestamp(unit, tz="UTC")).cast(
                 pa.timestamp(unit, tz="America/Sao_Paulo")
             ),
             "naive": pa.array([v.replace(tzinfo=None) if v else None for v in values], pa.timestamp(unit)),
             # one value in every row (a run's `_loaded_at`) is formatted once and repeated
             "stamp": pa.array([values[0]] * 3, pa.timestamp(unit, tz="UTC")),
+            "no_value": pa.array([None] * 3, pa.timestamp(unit, tz="UTC")),
         }
     )
     fast = utc_timestamps_as_text(table)
-    assert fast.schema.field("stamp").type == pa.string()
-    assert fast.schema.field("at").type == pa.string()
+    for name in ("at", "whole", "stamp", "no_value"):
+        assert fast.schema.field(name).type == pa.string()
     assert fast.schema.field("local").type == table.schema.field("local").type  # only UTC is rewritten
     assert fast.column("naive").equals(table.column("naive"))
 
-    def written(item: pa.Table) -> pa.Table:
+    def written(item: pa.Table, column_types: dict[str, pa.DataType]) -> pa.Table:
         sink = io.BytesIO()
         pacsv.write_csv(item, sink)
         # an unquoted empty field is NULL for COPY, a quoted one an empty string: keep them apart
-        text_types = pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in item.column_names},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
+        convert = pacsv.ConvertOptions(
+            column_types=column_types, strings_can_be_null=True, quoted_strings_can_be_null=False
         )
-        return pacsv.read_csv(io.BytesIO(sink.getvalue()), convert_options=text_types)
+        return pacsv.read_csv(io.BytesIO(sink.getvalue()), convert_options=convert)
 
-    assert written(fast).equals(written(table))
-    assert written(fast).column("at").to_pylist()[1] is None
+    as_text = {name: pa.string() for name in table.column_names}
+    assert (
+        written(fast, as_text).drop_columns(["whole"]).equals(written(table, as_text).drop_columns(["whole"]))
+    )
+    assert written(fast, as_text).column("at").to_pylist()[1] is None
+    if unit != "s":  # the writer's own text has a fraction; a column of whole seconds is written without
+        assert "." in written(table, as_text).column("whole").to_pylist()[0]
+    assert written(fast, as_text).column("whole").to_pylist()[0] == "2024-02-29 23:59:58Z"
+    # read back as instants, every column holds the values it was given
+    as_instants = {name: table.schema.field(name).type for name in table.column_names}
+    as_instants["local"] = as_instants["naive"] = pa.string()
+    assert (
+        written(fast, as_instants)
+        .select(["at", "whole", "stamp", "no_value"])
+        .equals(table.select(["at", "whole", "stamp", "no_value"]))
+    )
+
+
+def test_values_kept_as_text_carry_their_type_to_dlt_and_are_written_unquoted():
+    """A column read as PostgreSQL's text of its values (a first load) tells dlt its real type, and a load
+    file of such columns needs no quoting, while a real text column still is quoted."""
+    import pyarrow as pa
+
+    from loaders.dlt_fast_paths import _typed_schema, csv_quoting, text_value_field, text_value_type
+
+    typed = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("total", pa.decimal128(12, 2)),
+            pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("name", pa.string()),
+        ]
+    )
+    as_text = pa.schema([text_value_field(field) if field.name != "id" else field for field in typed])
+    assert as_text.field("total").type == pa.string() and as_text.field("created_at").type == pa.string()
+    assert text_value_type(as_text.field("total")) == pa.field("total", pa.decimal128(12, 2))
+    assert text_value_type(as_text.field("name")) is None, "a text column is text either way"
+    assert text_value_type(typed.field("id")) is None
+    assert _typed_schema(as_text) == typed
+    assert csv_quoting(as_text.remove(3)) == "quote_none", "numbers and timestamps as text need no quotes"
+    assert csv_quoting(as_text) == "quote_needed", "a real text column is quoted"
 
 
 def test_dlt_ids_are_the_ids_dlt_makes():
@@ -548,32 +589,65 @@ def _last_run_details(url: str) -> dict[str, Any]:
     return details
 
 
-def test_lookup_indexes_are_built_after_a_first_load_and_after_a_full_refresh(fresh_databases, tmp_path):
+def test_dbt_builds_the_bronze_lookup_indexes_when_they_are_missing(fresh_databases, tmp_path):
     """bronze orders(id) and order_items(order_id), which the incremental order models look changed orders
-    up by (rows_of_keys): built once after the first load, kept by later loads, rebuilt after a full
-    refresh drops the tables."""
-    from loaders.operational.pipeline import LOOKUP_INDEXES, load_operational, lookup_index_name
+    up by (rows_of_keys), are declared on the sources and built by dbt's on-run-start when missing: after
+    the first load, not again while they exist, and again when bronze lost one. Loading does not build them."""
+    from loaders.operational.pipeline import load_operational
 
     urls = fresh_databases
     generator.generate(urls["operational"], scale=SMALL, seed=29, as_of=AS_OF)
+    env = cli_env(urls, tmp_path / "state")
+    loaded_at = "(timezone('UTC'::text, _loaded_at))"  # as the staging models read it (to_utc_timestamp)
     expected = {
-        lookup_index_name(table, columns): "(" + ", ".join(columns) + ")"
-        for table, columns in LOOKUP_INDEXES.items()
+        "orders__id__lookup": "(id)",
+        "order_items__order_id__lookup": "(order_id)",
+        "orders__loaded_at__lookup": loaded_at,
+        "order_items__loaded_at__lookup": loaded_at,
     }
-    assert expected == {"orders__id__lookup": "(id)", "order_items__order_id__lookup": "(order_id)"}
 
-    def load(**options: Any) -> list[str]:
+    def load(**options: Any) -> None:
         load_operational(
             urls["operational"], urls["warehouse"], pipelines_dir=str(tmp_path / "dlt"), **options
         )
-        assert _lookup_indexes(urls["warehouse"]) == expected
-        return sorted(_last_run_details(urls["warehouse"])["lookup_indexes_created"])
 
-    assert load() == sorted(expected), "the first load builds them"
+    def dbt_run() -> list[str]:
+        # any model will do: on-run-start runs before the selected nodes
+        result = run_cli(
+            env,
+            "transform",
+            "--",
+            "--select",
+            "stg_operational__suppliers",
+            "--exclude-resource-type",
+            "test",
+        )
+        assert _lookup_indexes(urls["warehouse"]) == expected
+        return sorted(
+            line.split("Created lookup index ")[1].split(" ")[0]
+            for line in result.stdout.splitlines()
+            if "Created lookup index " in line
+        )
+
+    load()
+    assert _lookup_indexes(urls["warehouse"]) == {}, "loading does not build them"
+    created = [f'"bronze_operational"."{name}"' for name in sorted(expected)]
+    assert dbt_run() == created, "the first dbt run after the first load builds them"
+    expression_statistics = query(
+        urls["warehouse"],
+        "select tablename from pg_stats where schemaname = 'bronze_operational' and tablename like '%%loaded_at%%'",
+    )
+    assert sorted({name for (name,) in expression_statistics}) == [
+        "order_items__loaded_at__lookup",
+        "orders__loaded_at__lookup",
+    ], "the tables are analyzed, so the planner knows the expressions' values"
     query(urls["operational"], "update order_items set updated_at = now() where id % 20 = 0")
-    assert load() == [], "a later load keeps them"
-    assert load(full_refresh=True) == sorted(expected), (
-        "a full refresh drops the tables, and builds them again"
+    load()
+    assert dbt_run() == [], "they are kept by later loads and not built again"
+    # bronze rebuilt without them (another tool's reload, a dropped and recreated table)
+    query(urls["warehouse"], "drop index bronze_operational.orders__id__lookup")
+    assert dbt_run() == ['"bronze_operational"."orders__id__lookup"'], (
+        "the next dbt run builds what is missing"
     )
 
 
@@ -674,13 +748,14 @@ def test_copy_reader_lands_what_the_row_reader_lands(fresh_databases, tmp_path):
     by_copy = _typed_fingerprints(urls["warehouse"], "bronze_copy")
     assert by_copy == _typed_fingerprints(urls["warehouse"], "bronze_rows")
     assert by_copy["orders"][0], "bronze has no orders table"
-    # the COPY reader really read every table (no silent fallback to the row reader)
+    # the COPY reader really read every table (no silent fallback to the row reader), and this first load
+    # (appended through CSV load files) kept the values as PostgreSQL's text, which COPY reads back
     ((details,),) = query(
         urls["warehouse"],
         "select details from ops.processing_log where component = 'operational' "
         "and details ->> 'full_refresh' is not null order by started_at limit 1",
     )
-    assert details["source_reads"] == {table: "copy" for table in OPERATIONAL_TABLES}
+    assert details["source_reads"] == {table: "copy, values as text" for table in OPERATIONAL_TABLES}
     assert loaded_row_counts(copied.pipeline)["customers"] == SMALL.customers + len(AWKWARD_TEXTS)
     # and both hold the source's values: every row and column of the tables with awkward values, compared in
     # Python (timestamps as instants, numerics exactly), the other tables by fingerprint. One exception,
