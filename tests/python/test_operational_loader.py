@@ -590,9 +590,10 @@ def _last_run_details(url: str) -> dict[str, Any]:
 
 
 def test_dbt_builds_the_bronze_lookup_indexes_when_they_are_missing(fresh_databases, tmp_path):
-    """bronze orders(id) and order_items(order_id), which the incremental order models look changed orders
-    up by (rows_of_keys), are declared on the sources and built by dbt's on-run-start when missing: after
-    the first load, not again while they exist, and again when bronze lost one. Loading does not build them."""
+    """Bronze's lookup indexes (orders by id, order_items by order_id, both by loaded_at as staging computes
+    it), which the incremental order models find and read changed orders by, are declared on the sources and
+    built by dbt's on-run-start when missing: after the first load, not again while they exist, and again
+    when bronze lost one. Loading does not build them."""
     from loaders.operational.pipeline import load_operational
 
     urls = fresh_databases
