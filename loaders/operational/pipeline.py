@@ -263,8 +263,8 @@ def _deleted_ids_postgres(operational_url: str, warehouse_url: str, dataset: str
             source = psycopg2.connect(operational_url)
             try:
                 with source.cursor() as source_cur:
-                    source_cur.execute("select to_regclass(%s)", (f'"public"."{table}"',))
-                    if source_cur.fetchone()[0] is not None:  # a dropped source table: every id is gone
+                    # a dropped source table: every id is gone
+                    if _relation_exists(source_cur, f'"public"."{table}"'):
                         _copy_pipe(source_cur, f'copy (select id from "public"."{table}") to stdout', cur)
             finally:
                 source.close()
@@ -336,9 +336,7 @@ def _ids(url: str, schema: str, table: str) -> set[int]:
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cur:
-            cur.execute("select to_regclass(%s)", (f'"{schema}"."{table}"',))
-            (exists,) = cur.fetchone()
-            if exists is None:
+            if not _relation_exists(cur, f'"{schema}"."{table}"'):
                 return set()
         with conn.cursor(name="ids") as cur:
             cur.itersize = 200_000
