@@ -41,6 +41,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -196,6 +197,8 @@ class ProcessingLog:
         self.user_name = _user_name()
         self.hostname = socket.gethostname()
         self._writer: _Writer | None = None
+        # a loader may log from two threads (the GCS loader stages one batch while loading another)
+        self._lock = threading.RLock()
 
     @property
     def table(self) -> str:
@@ -219,8 +222,9 @@ class ProcessingLog:
         return writer
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
 
     def __enter__(self) -> ProcessingLog:
         return self
@@ -295,7 +299,8 @@ class ProcessingLog:
             "records_invalid": records_invalid,
             "finished_at": _now(),
         }
-        self._ready().update(entry.log_id, values)
+        with self._lock:
+            self._ready().update(entry.log_id, values)
         entry.finished = True
 
     def write(
@@ -338,7 +343,9 @@ class ProcessingLog:
         """`write()` for many rows at once (dbt's results): one statement per batch on BigQuery, where
         every statement is a job; returns the ids. Each mapping holds `write()`'s keyword arguments."""
         complete = [self._complete_row(**row) for row in rows]
-        self._ready().insert_many([self._full_row(row) for row in complete])
+        rows = [self._full_row(row) for row in complete]
+        with self._lock:
+            self._ready().insert_many(rows)
         return [str(row["log_id"]) for row in complete]
 
     def _complete_row(
@@ -408,13 +415,16 @@ class ProcessingLog:
         return {name: full[name] for name in COLUMN_NAMES if name in full}
 
     def _insert(self, row: Mapping[str, Any]) -> None:
-        self._ready().insert(self._full_row(row))
+        full = self._full_row(row)
+        with self._lock:
+            self._ready().insert(full)
 
     # reading ------------------------------------------------------------------------------------
 
     def rows(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """The rows of one run (or all), oldest first, as dicts; `details` parsed."""
-        result = self._ready().select(run_id)
+        with self._lock:
+            result = self._ready().select(run_id)
         for row in result:
             if isinstance(row["details"], str):
                 row["details"] = json.loads(row["details"])

@@ -24,11 +24,17 @@ Why it is built this way:
   two tables always could, and the next run repairs it as below (those keys are in
   bronze, so the batch merges). On BigQuery they go as Parquet files through load jobs, one per table
   (loaders/destinations.py), JSON-typed payload columns as STRING holding the JSON text.
+- **Batches overlap.** Files are loaded in batches (`max_batch_bytes`, 256 MiB by default); a batch loads in
+  a background thread while the run stages the next files, since staging is mostly client CPU and loading
+  mostly server CPU. Batches still commit one at a time and in order.
 - **Exactly once.** Bronze tables are merged on the payload type's primary key (a corrected file supersedes
   the rows of the old one; within one load the newest upload, then the last record of a file, wins:
   `_record_order` is dlt's dedup_sort); a batch whose keys are all new is appended instead, which lands
-  the same rows (new_keys_only). After the data commits, the file's content hash is registered in
-  `loaded_files` (a second, tiny load), and only then is the file moved to done/. A crash anywhere in
+  the same rows (new_keys_only, which finds bronze's rows through an index on the key that the loader
+  builds once bronze exists). Bronze has no UNIQUE index on `_dlt_id`: nothing ever replays a committed
+  COPY here, since a crashed run's dlt packages live in its own folder and are dropped with it. After the
+  data commits, the file's content hash is registered in `loaded_files` (a second, tiny load), and only
+  then is the file moved to done/. A crash anywhere in
   between is repaired by the next run: before the registry commit the file is simply loaded again (the
   merge makes that idempotent); after it, the file is recognised by its content hash, skipped and moved.
   The same content uploaded under another name is skipped the same way.
@@ -41,6 +47,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -49,6 +56,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -608,6 +616,10 @@ class _Run:
         self.result = GcsLoadResult(run_id=run_id, bucket_url=bucket.url)
         self.batch: list[StagedFile] = []
         self._pipeline: Any = None
+        # one batch loads in this thread while the next is staged (see flush)
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcs-load")
+        self._loading: Future[None] | None = None
+        self._in_flight: list[StagedFile] = []
 
     # discovery ----------------------------------------------------------------------------------
 
@@ -690,13 +702,13 @@ class _Run:
             f"{staged.records_rejected:,} rejected"
         )
         if len(self.batch) >= self.max_batch_files or self._batch_bytes() >= self.max_batch_bytes:
-            self.flush()
+            self.flush(wait=False)
 
     def _batch_bytes(self) -> int:
         return sum(s.digest.stored_bytes for s in self.batch)
 
     def _already_loaded(self, staged: StagedFile) -> str | None:
-        for other in self.batch:
+        for other in (*self._in_flight, *self.batch):
             if (
                 other.payload_type.name == staged.payload_type.name
                 and other.content_hash == staged.content_hash
@@ -786,17 +798,35 @@ class _Run:
         if self._pipeline is None:
             self._pipeline = dlt.pipeline(
                 pipeline_name=f"gcs_to_{self.bronze_schema}",
-                **dlt_destination(self.warehouse_url).pipeline_kwargs,
+                **dlt_destination(self.warehouse_url, unique_dlt_id=False).pipeline_kwargs,
                 dataset_name=self.bronze_schema,
                 pipelines_dir=str(self.work_dir / "dlt"),
                 progress=None,
             )
         return self._pipeline
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = True) -> None:
+        """Load the staged batch. With `wait=False` it loads in the background while the caller stages the
+        next files: staging is mostly client CPU and loading mostly server CPU, so on two cores the two
+        overlap. Batches still load one at a time and in order; a failed load is raised here, at the next
+        flush, or by `abandon`."""
+        self._wait_for_load()
         batch, self.batch = self.batch, []
-        if not batch:
+        if batch:
+            self._in_flight = batch
+            self._loading = self._loader.submit(self._load, batch)
+        if wait:
+            self._wait_for_load()
+
+    def _wait_for_load(self) -> None:
+        if self._loading is None:
             return
+        try:
+            self._loading.result()
+        finally:
+            self._loading, self._in_flight = None, []
+
+    def _load(self, batch: list[StagedFile]) -> None:
         loaded_at = dt.datetime.now(dt.UTC)
         try:
             with self.leases.wait_for(LOAD_LEASE, self.load_lock_timeout_seconds):
@@ -834,8 +864,15 @@ class _Run:
             self._discard(staged)
             self.progress(f"loaded {staged.payload_type.name}/{staged.relative}: {message}")
 
+    def close(self) -> None:
+        self._loader.shutdown(wait=True)
+        self.leases.close()
+
     def abandon(self) -> None:
-        """After an unexpected error: whatever is staged stays in pending/ for the next run."""
+        """After an unexpected error: whatever is staged stays in pending/ for the next run. A batch already
+        loading finishes first (it logs its own outcome, failed or not)."""
+        with contextlib.suppress(BaseException):  # its files are logged as failed by _load itself
+            self._wait_for_load()
         for staged in self.batch:
             if staged.entry is not None and not staged.entry.finished:
                 self._final(
@@ -897,6 +934,18 @@ def new_keys_only(warehouse_url: str, bronze_schema: str, batch: list[StagedFile
     return frozenset(result)
 
 
+def key_index_name(payload_type: PayloadType) -> str:
+    """The name of bronze's index on a payload type's primary key (named as dbt names the source lookup
+    indexes it builds, macros/incremental/source_lookup_indexes.sql)."""
+    return f"{payload_type.table_name}__{'_'.join(payload_type.primary_key)}__lookup"
+
+
+def any_key_in_bronze_sql(bronze: str, key: Sequence[str]) -> str:
+    """Whether any key of the temporary table `new_keys` is in bronze (one index probe per key)."""
+    join = " and ".join(f'b."{c}" = k."{c}"' for c in key)
+    return f"select exists (select 1 from new_keys k join {bronze} b on {join})"
+
+
 _SQL_TYPES = {
     "text": "text",
     "bigint": "bigint",
@@ -916,6 +965,16 @@ def _keys_new(conn: Any, schema: str, payload_type: PayloadType, files: list[Sta
     types = {c.name: _SQL_TYPES[c.type] for c in payload_type.columns}
     columns = ", ".join(f'"{c}"' for c in key)
     bronze = f'"{schema}"."{payload_type.table_name}"'
+    with conn.cursor() as cur:
+        cur.execute("select to_regclass(%s)", (bronze,))
+        bronze_exists = cur.fetchone()[0] is not None
+        if bronze_exists:
+            # the check below (and dlt's merge delete) looks bronze up by key: one index probe per key of the
+            # batch instead of a scan of all of bronze. Built once, by the first batch that finds bronze.
+            cur.execute(
+                f'create index if not exists "{key_index_name(payload_type)}" on {bronze} ({columns})'
+            )
+    conn.commit()
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -934,11 +993,13 @@ def _keys_new(conn: Any, schema: str, payload_type: PayloadType, files: list[Sta
             cur.execute(f"select exists (select 1 from new_keys group by {columns} having count(*) > 1)")
             if cur.fetchone()[0]:
                 return False  # a key twice in the batch: the merge's dedup decides which record wins
-            cur.execute("select to_regclass(%s)", (bronze,))
-            if cur.fetchone()[0] is None:
+            if not bronze_exists:
                 return True
-            join = " and ".join(f'b."{c}" = k."{c}"' for c in key)
-            cur.execute(f"select not exists (select 1 from {bronze} b join new_keys k on {join})")
+            # autovacuum never analyzes a temporary table: without statistics the planner guesses ~200
+            # distinct keys, expects the exists to stop at once, and nests a scan of bronze in a scan of the
+            # keys (hours at a few hundred thousand rows)
+            cur.execute("analyze new_keys")
+            cur.execute(f"select not ({any_key_in_bronze_sql(bronze, key)})")
             return bool(cur.fetchone()[0])
     finally:
         conn.rollback()
@@ -1019,16 +1080,17 @@ def load_gcs(
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     load_lock_timeout_seconds: float = 900.0,
     max_batch_files: int = 200,
-    max_batch_bytes: int = 1 << 30,
+    max_batch_bytes: int = 256 << 20,
     run_id: str | None = None,
     progress: Progress | None = None,
 ) -> GcsLoadResult:
     """Load every pending payload file of the bucket into bronze; returns what happened to each file.
 
-    Files that cannot be loaded go to failed/ (that is not an error of the run). Raises
-    `BucketUnreachableError` if the bucket cannot be listed (nothing is moved), a PayloadTypeError for a
-    bad configuration, and re-raises load errors (the files stay in pending/). The run and every file are
-    in the processing log either way.
+    Files are loaded in batches of up to `max_batch_files` files or `max_batch_bytes` stored bytes; a batch
+    loads while the next one is staged. Files that cannot be loaded go to failed/ (that is not an error of
+    the run). Raises `BucketUnreachableError` if the bucket cannot be listed (nothing is moved), a
+    PayloadTypeError for a bad configuration, and re-raises load errors (the files stay in pending/). The
+    run and every file are in the processing log either way.
     """
     from loaders.config import check_connection
 
@@ -1078,7 +1140,7 @@ def load_gcs(
     except BaseException as exc:
         if run is not None:
             run.abandon()
-            run.leases.close()
+            run.close()
         log.finish(
             run_entry,
             "failed",
@@ -1089,7 +1151,7 @@ def load_gcs(
         log.close()
         _cleanup(run_dir, base_dir if owned_work_dir else None)
         raise
-    run.leases.close()
+    run.close()
     result = run.result
     details = _run_details(run, bucket_url, time.monotonic() - started)
     if strays:
