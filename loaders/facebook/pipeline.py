@@ -195,6 +195,7 @@ class LoadStats:
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # account -> table -> rows extracted
     skipped: dict[str, int] = field(default_factory=dict)  # table -> rows equal to bronze, not loaded
     client: Any = None  # the client's ClientStats, live while the run goes on
+    views_dropped: list[str] = field(default_factory=list)  # dbt's views on bronze, before a full refresh
 
     def count(self, account: str, table: str, n: int) -> None:
         per_table = self.rows.setdefault(account, {})
@@ -663,7 +664,7 @@ def load_facebook(
 
     Raises FacebookAdsError (FacebookAuthError, FacebookThrottled, FacebookApiError) with a message safe to
     print; nothing of a failed run is committed. Returns the LoadInfo and what the run did."""
-    from loaders.destinations import dlt_destination
+    from loaders.destinations import dlt_destination, drop_views_on
     from loaders.processing_log import ProcessingLog, new_run_id
 
     schema = bronze_schema or bronze_schema_from_env()
@@ -719,6 +720,8 @@ def load_facebook(
             pending = pipeline.run(**destination.run_kwargs)
             if pending is not None:
                 pending.raise_on_failed_jobs()
+        if full_refresh:  # dlt drops bronze's tables, which dbt's views on them would block
+            stats.views_dropped = drop_views_on(warehouse_url, schema)
         info = pipeline.run(
             source, **destination.run_kwargs, refresh="drop_sources" if full_refresh else None
         )
@@ -771,6 +774,7 @@ def _finish(plog: Any, entry: Any, status: str, message: str | None, stats: Load
             "client": stats.client.as_dict() if stats.client is not None else None,
             # re-read rows equal to their bronze version, not loaded again (they keep their _loaded_at)
             "unchanged_rows_skipped": dict(sorted(stats.skipped.items())),
+            "views_dropped": stats.views_dropped,
         }
         if status == "completed":
             loaded = total - sum(stats.skipped.values())  # the rows extracted are in details["rows"]

@@ -76,7 +76,7 @@ import pyarrow as pa
 from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.sources.sql_database import sql_database
 
-from loaders.destinations import BigQueryTarget, dlt_destination, warehouse_kind
+from loaders.destinations import BigQueryTarget, dlt_destination, drop_views_on, warehouse_kind
 from loaders.dlt_fast_paths import (
     csv_load_files,
     csv_load_folder,
@@ -496,6 +496,8 @@ def load_operational(
                 if write_csv_load_files and destination.kind == "postgres"
                 else None,
             )
+            # dlt drops bronze's tables, which dbt's views on them would block
+            views_dropped = drop_views_on(warehouse_url, bronze_schema) if full_refresh else []
             info = pipeline.run(
                 source,
                 **destination.run_kwargs,
@@ -518,6 +520,7 @@ def load_operational(
             "row_counts": row_counts,
             "load_ids": list(info.loads_ids),
             "full_refresh": full_refresh,
+            "views_dropped": views_dropped,
             "source_reads": dict(sorted(PostgresCopyTableLoader.reads.items())),
             # re-read (lag window) rows equal to bronze, not loaded again
             "unchanged_rows_skipped": dict(sorted(unchanged_rows_skipped.items())),

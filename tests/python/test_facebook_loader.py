@@ -248,10 +248,15 @@ def test_rerun_changes_nothing_and_only_reads_the_refetch_window(double, warehou
     )
     assert dupes == [(0,)]
 
-    # a full refresh drops the tables and the cursors, back-fills again and lands the same rows
+    # a full refresh drops the tables and the cursors, back-fills again and lands the same rows; a view
+    # on bronze (as dbt's staging views), which would make PostgreSQL refuse the drop, is dropped first
+    query(warehouse, "create schema if not exists silver_views")
+    query(warehouse, f"create or replace view silver_views.stg_ads as select id from {SCHEMA}.ads")
     refreshed = run_load(double, warehouse, tmp_path, full_refresh=True)
     assert {ranges[0][0] for ranges in refreshed.stats.ranges.values()} == {START.isoformat()}
     assert bronze_fingerprints(warehouse) == first
+    assert refreshed.stats.views_dropped == ["silver_views.stg_ads"]
+    assert query(warehouse, "select to_regclass('silver_views.stg_ads')") == [(None,)]
 
 
 def loaded_at(url: str) -> dict[str, dict[tuple, dt.datetime]]:

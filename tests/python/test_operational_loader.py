@@ -529,16 +529,31 @@ def test_dlt_ids_are_the_ids_dlt_makes():
 
 
 def test_full_refresh_drops_and_appends_without_duplicates(fresh_databases, tmp_path):
-    """A full refresh drops bronze and reloads it by append: every row once, as at the source."""
+    """A full refresh drops bronze and reloads it by append: every row once, as at the source. Views built
+    on bronze (dbt's silver staging views, and views on those), which would make PostgreSQL refuse to drop
+    the tables, are dropped first and named in the log; a view on dlt's own tables stays."""
     from loaders.operational.pipeline import load_operational, loaded_row_counts
 
     urls = fresh_databases
     generator.generate(urls["operational"], scale=SMALL, seed=23, as_of=AS_OF)
     load_operational(urls["operational"], urls["warehouse"], pipelines_dir=str(tmp_path / "dlt"))
+    for statement in (
+        "create schema silver_views",
+        "create view silver_views.stg_orders as select id, status from bronze_operational.orders",
+        "create view silver_views.orders_per_status as "
+        "select status, count(*) as orders from silver_views.stg_orders group by status",
+        "create view silver_views.loads as select load_id from bronze_operational._dlt_loads",
+    ):
+        query(urls["warehouse"], statement)
     query(urls["operational"], "update customers set updated_at = now() where id % 10 = 0")
     refreshed = load_operational(
         urls["operational"], urls["warehouse"], pipelines_dir=str(tmp_path / "dlt"), full_refresh=True
     )
+    assert _last_run_details(urls["warehouse"])["views_dropped"] == ["silver_views.stg_orders"]
+    assert query(
+        urls["warehouse"],
+        "select table_name from information_schema.views where table_schema = 'silver_views'",
+    ) == [("loads",)]
     assert {
         table["write_disposition"]
         for name, table in refreshed.pipeline.default_schema.tables.items()
