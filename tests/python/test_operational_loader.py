@@ -873,6 +873,47 @@ def _loaded_at(url: str, table: str) -> dict[int, dt.datetime]:
     return dict(query(url, f"select id, _loaded_at from bronze_operational.{table}"))
 
 
+def test_a_reread_chunk_without_a_changed_row_does_not_stop_the_load(fresh_databases, tmp_path, monkeypatch):
+    """The lag window is re-read in chunks, and a chunk whose rows all equal bronze loses them all. That
+    empty chunk must not reach dlt's incremental step: with a lagged cursor, an empty table there made the
+    next chunk fail an assertion, and the nightly load stopped (found on a benchmark warehouse at 1M lines,
+    where the first chunk of the window held no change and a later one did)."""
+    from loaders.operational import copy_backend, pipeline
+
+    urls = fresh_databases
+    generator.generate(urls["operational"], scale=SMALL, seed=43, as_of=AS_OF)
+    lag = dt.timedelta(days=60)
+
+    def load() -> dict[str, Any]:
+        pipeline.load_operational(
+            urls["operational"],
+            urls["warehouse"],
+            pipelines_dir=str(tmp_path / "dlt"),
+            lag_seconds=lag.total_seconds(),
+        )
+        return _last_run_details(urls["warehouse"])
+
+    load()
+    monkeypatch.setattr(pipeline, "CHUNK_ROWS", 500)
+    monkeypatch.setattr(copy_backend, "READ_BLOCK_BYTES", 16 << 10)
+    ((high_water,),) = query(urls["operational"], "select max(updated_at) from order_items")
+    ((in_window,),) = query(
+        urls["operational"], "select count(*) from order_items where updated_at >= %s", (high_water - lag,)
+    )
+    assert in_window > 2_000, "several chunks of re-read rows"
+    # the changed line moves to the end of the table (an update writes a new row version), so COPY reads
+    # it in the last chunk, after chunks of unchanged rows
+    query(
+        urls["operational"],
+        "update order_items set quantity = quantity + 1 where id = (select max(id) from order_items)",
+    )
+    details = load()
+    assert details["row_counts"]["order_items"] == 1
+    assert details["unchanged_rows_skipped"]["order_items"] == in_window - 1
+    for table, (source, bronze) in bronze_matches_source(urls).items():
+        assert source == bronze, f"bronze {table} differs from the source"
+
+
 def test_rerun_keeps_the_loaded_at_of_rows_that_did_not_change(fresh_databases, tmp_path):
     """Re-read rows equal to bronze are not loaded again, so `_loaded_at` (what dbt's freshness and the
     incremental models read) moves only for rows that changed, even when `updated_at` did not move."""
