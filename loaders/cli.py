@@ -390,11 +390,12 @@ def _progress(message: str, count: int) -> None:
 def _operational_has_data(settings: Settings) -> bool:
     import psycopg2
 
+    from loaders.postgres import relation_exists
+
     conn = psycopg2.connect(settings.operational_url)
     try:
         with conn.cursor() as cur:
-            cur.execute("select to_regclass('public.generator_state') is not null")
-            return bool(cur.fetchone()[0])
+            return relation_exists(cur, "public.generator_state")
     finally:
         conn.close()
 

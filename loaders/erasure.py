@@ -37,6 +37,7 @@ import psycopg2
 from psycopg2 import sql
 
 from loaders.pii_key import hmac_pads, pseudonym
+from loaders.postgres import relation_exists
 
 REGISTER_TABLE = "erasure_register"
 # Columns of the operational customers table that identify the customer (a one-person business is
@@ -153,8 +154,7 @@ def apply_erasures(warehouse_url: str, key: bytes, schemas: Schemas = Schemas())
     touched: set[tuple[str, str]] = set()
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("select to_regclass(%s) is not null", (f"{schemas.ops}.{REGISTER_TABLE}",))
-            if not cur.fetchone()[0]:
+            if not relation_exists(cur, f"{schemas.ops}.{REGISTER_TABLE}"):
                 return 0
             changed = sum(_scrub_bronze(cur, schemas, touched).values())
     finally:
@@ -599,8 +599,7 @@ def _base_tables(cur: Any, exclude_schemas: Sequence[str] = ()) -> list[tuple[st
 
 
 def _table_exists(cur: Any, schema: str, table: str) -> bool:
-    cur.execute("select to_regclass(%s) is not null", (sql.Identifier(schema, table).as_string(cur),))
-    return bool(cur.fetchone()[0])
+    return relation_exists(cur, sql.Identifier(schema, table).as_string(cur))
 
 
 def _column_exists(cur: Any, schema: str, table: str, column: str) -> bool:

@@ -664,7 +664,8 @@ def load_facebook(
 
     Raises FacebookAdsError (FacebookAuthError, FacebookThrottled, FacebookApiError) with a message safe to
     print; nothing of a failed run is committed. Returns the LoadInfo and what the run did."""
-    from loaders.destinations import dlt_destination, drop_views_on
+    from loaders.destinations import dlt_destination
+    from loaders.postgres import drop_views_on
     from loaders.processing_log import ProcessingLog, new_run_id
 
     schema = bronze_schema or bronze_schema_from_env()

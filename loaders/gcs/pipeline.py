@@ -84,6 +84,7 @@ from loaders.gcs.payload_types import (
     load_payload_types,
 )
 from loaders.gcs.reader import FileDigest, MalformedFile, iter_records, parse_record
+from loaders.postgres import relation_exists
 from loaders.processing_log import LogEntry, ProcessingLog, connect, new_run_id
 
 BRONZE_SCHEMA_ENV = "BRONZE_GCS_SCHEMA"
@@ -966,8 +967,7 @@ def _keys_new(conn: Any, schema: str, payload_type: PayloadType, files: list[Sta
     columns = ", ".join(f'"{c}"' for c in key)
     bronze = f'"{schema}"."{payload_type.table_name}"'
     with conn.cursor() as cur:
-        cur.execute("select to_regclass(%s)", (bronze,))
-        bronze_exists = cur.fetchone()[0] is not None
+        bronze_exists = relation_exists(cur, bronze)
         if bronze_exists:
             # the check below (and dlt's merge delete) looks bronze up by key: one index probe per key of the
             # batch instead of a scan of all of bronze. Built once, by the first batch that finds bronze.

@@ -76,7 +76,7 @@ import pyarrow as pa
 from dlt.common.configuration.specs import ConnectionStringCredentials
 from dlt.sources.sql_database import sql_database
 
-from loaders.destinations import BigQueryTarget, dlt_destination, drop_views_on, warehouse_kind
+from loaders.destinations import BigQueryTarget, dlt_destination, warehouse_kind
 from loaders.dlt_fast_paths import (
     csv_load_files,
     csv_load_folder,
@@ -86,6 +86,7 @@ from loaders.dlt_fast_paths import (
 )
 from loaders.operational.bronze_versions import skip_unchanged
 from loaders.operational.copy_backend import PostgresCopyTableLoader
+from loaders.postgres import drop_views_on, relation_exists
 from loaders.processing_log import ProcessingLog, new_run_id
 
 TABLES: tuple[str, ...] = (
@@ -264,7 +265,7 @@ def _deleted_ids_postgres(operational_url: str, warehouse_url: str, dataset: str
             try:
                 with source.cursor() as source_cur:
                     # a dropped source table: every id is gone
-                    if _relation_exists(source_cur, f'"public"."{table}"'):
+                    if relation_exists(source_cur, f'"public"."{table}"'):
                         _copy_pipe(source_cur, f'copy (select id from "public"."{table}") to stdout', cur)
             finally:
                 source.close()
@@ -303,13 +304,8 @@ def _copy_pipe(source_cur: Any, copy_out: str, target_cur: Any) -> None:
         raise failure[0]
 
 
-def _relation_exists(cur: Any, qualified_name: str) -> bool:
-    cur.execute("select to_regclass(%s) is not null", (qualified_name,))
-    return bool(cur.fetchone()[0])
-
-
 def _has_rows(cur: Any, qualified_table: str) -> bool:
-    if not _relation_exists(cur, qualified_table):
+    if not relation_exists(cur, qualified_table):
         return False
     cur.execute(f"select exists (select 1 from {qualified_table})")
     return bool(cur.fetchone()[0])
@@ -336,7 +332,7 @@ def _ids(url: str, schema: str, table: str) -> set[int]:
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cur:
-            if not _relation_exists(cur, f'"{schema}"."{table}"'):
+            if not relation_exists(cur, f'"{schema}"."{table}"'):
                 return set()
         with conn.cursor(name="ids") as cur:
             cur.itersize = 200_000
