@@ -344,7 +344,8 @@ def stage_file(
     try:
         with bucket.open(info) as stream:
             chunk_bytes = 0
-            for number, offset, raw, value in iter_records(stream, staged.digest):
+            # the bulk path re-reads records in DuckDB: it needs them proven valid, not parsed in Python
+            for number, offset, raw, value in iter_records(stream, staged.digest, parse_values=fast is None):
                 if fast is None:
                     one_by_one(number, offset, raw, value)
                     continue

@@ -12,6 +12,13 @@ is a record (the bracket scan would end it at the same byte); only other lines g
 Measured on a 50 MiB JSON array (129k records): ijson (yajl2_c) 1.4 s, parsed values only; this splitter +
 orjson 2.3 s with raw bytes and sha256; orjson on the whole file 0.8 s, but holding it all in memory.
 
+A caller that reads the records again in bulk (the GCS loader's DuckDB fast path) does not need Python
+values, only proof that each record is strict JSON: with `parse_values=False` records are checked by simdjson
+instead, which validates (strict RFC 8259 and UTF-8, like orjson: no NaN, no trailing commas, no lone
+surrogates) without building objects, ~7x faster than orjson here (0.17 s vs 1.2 s for 93 MiB of NDJSON). A
+record simdjson refuses is parsed by `parse_record` as before, which accepts what orjson or the standard
+library accept (integers beyond 64 bits) and names the error of anything else.
+
 The format is recognised from the content, never from the file name: `[` starts an array of records,
 anything else is a sequence of JSON values (one object = a single record, NDJSON = one per line). A UTF-8
 byte order mark is skipped. gzip is recognised by its magic bytes.
@@ -33,6 +40,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
+import simdjson
 
 CHUNK_BYTES = 1 << 20
 DEFAULT_MAX_RECORD_BYTES = 64 << 20
@@ -47,6 +55,7 @@ _ARRAY_SCALAR = re.compile(rb'[^,\]\[{}"\s]*+')
 _LINE = re.compile(rb"[^\r\n]*+")
 _OPEN = frozenset(b"[{")
 _UNPARSED = object()  # a record the splitter found but did not parse
+VALIDATED = object()  # (parse_values=False) a record proven strict JSON whose value was not built
 
 
 class MalformedFile(ValueError):
@@ -87,11 +96,13 @@ def iter_records(
     *,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     chunk_bytes: int = CHUNK_BYTES,
+    parse_values: bool = True,
 ) -> Iterator[tuple[int, int, bytes, Any]]:
     """(record number from 1, byte offset in the uncompressed content, raw bytes, parsed value).
 
-    `digest` is completed when the iterator is exhausted (sha256 of the stored bytes, compressed or not).
-    Raises MalformedFile on any syntax error.
+    With `parse_values=False` the value may be `VALIDATED` instead: the record is valid JSON, but was only
+    checked, not built (see the module docstring). `digest` is completed when the iterator is exhausted
+    (sha256 of the stored bytes, compressed or not). Raises MalformedFile on any syntax error.
     """
     digest = digest if digest is not None else FileDigest()
     hashing = _HashingReader(stream)
@@ -100,10 +111,12 @@ def iter_records(
     if buffered.peek(2)[:2] == GZIP_MAGIC:
         digest.compressed = True
         content = gzip.GzipFile(fileobj=buffered, mode="rb")
-    splitter = _Splitter(content, chunk_bytes, max_record_bytes, digest)
+    check = None if parse_values else _StrictCheck()
+    splitter = _Splitter(content, chunk_bytes, max_record_bytes, digest, check)
+    read = parse_record if check is None else check.record
     try:
         for number, (offset, raw, value) in enumerate(splitter.values(), start=1):
-            yield number, offset, raw, parse_record(raw, number, offset) if value is _UNPARSED else value
+            yield number, offset, raw, read(raw, number, offset) if value is _UNPARSED else value
         while buffered.read(chunk_bytes):  # hash every stored byte, even after the last record
             pass
     except (OSError, EOFError, zlib.error) as exc:
@@ -130,11 +143,33 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _StrictCheck:
+    """Validates records with simdjson without building Python values (one parser, reused: one per reader)."""
+
+    def __init__(self) -> None:
+        self._parser = simdjson.Parser()
+
+    def __call__(self, raw: bytes) -> Any:
+        """VALIDATED, or ValueError / RuntimeError (simdjson's) if simdjson refuses the record."""
+        self._parser.parse(raw)  # the document proxy is dropped at once, so the parser can be reused
+        return VALIDATED
+
+    def record(self, raw: bytes, number: int, offset: int) -> Any:
+        """VALIDATED, or what `parse_record` makes of a record simdjson refuses (its value, or MalformedFile)."""
+        try:
+            return self(raw)
+        except (ValueError, RuntimeError):
+            return parse_record(raw, number, offset)
+
+
 class _Splitter:
     """Finds the byte span of every top-level record in a stream."""
 
-    def __init__(self, stream: IO[bytes], chunk: int, max_record: int, digest: FileDigest) -> None:
+    def __init__(
+        self, stream: IO[bytes], chunk: int, max_record: int, digest: FileDigest, check: _StrictCheck | None
+    ) -> None:
         self.stream = stream
+        self.check = check
         self.chunk = chunk
         self.max_record = max_record
         self.digest = digest
@@ -258,12 +293,13 @@ class _Splitter:
             return
         start, base = self.pos, self.base
         position = 0
+        read = orjson.loads if self.check is None else self.check
         for line in bytes(self.buf[start:last]).split(b"\n"):
             raw = line.strip(b" \t\r")
             if raw:
                 try:
-                    value = orjson.loads(raw)
-                except orjson.JSONDecodeError:
+                    value = read(raw)
+                except (ValueError, RuntimeError):  # orjson.JSONDecodeError is a ValueError
                     self.pos = start + position
                     return
                 yield base + start + position + len(line) - len(line.lstrip(b" \t\r")), raw, value

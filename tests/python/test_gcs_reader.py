@@ -17,14 +17,35 @@ from loaders.gcs.payload_types import (
     normalize_name,
     payload_type_from_dict,
 )
-from loaders.gcs.reader import FileDigest, MalformedFile, iter_records
+from loaders.gcs.reader import VALIDATED, FileDigest, MalformedFile, iter_records
 
 
 def read(data: bytes, chunk: int = 1 << 20) -> tuple[str, list[bytes]]:
-    digest = FileDigest()
-    raws = [raw for _n, _o, raw, _v in iter_records(io.BytesIO(data), digest, chunk_bytes=chunk)]
-    assert digest.sha256 == hashlib.sha256(data).hexdigest() and digest.stored_bytes == len(data)
-    return digest.format, raws
+    """(format, raw records), read both ways: values built by orjson, and records only checked by simdjson
+    (the bulk loader's way). Both must find the same records at the same offsets, or the same error."""
+    outcomes = []
+    for parse_values in (True, False):
+        digest = FileDigest()
+        stream = io.BytesIO(data)
+        try:
+            records = [
+                (number, offset, raw, value is VALIDATED)
+                for number, offset, raw, value in iter_records(
+                    stream, digest, chunk_bytes=chunk, parse_values=parse_values
+                )
+            ]
+        except MalformedFile as exc:
+            outcomes.append(("malformed", str(exc)))
+            continue
+        assert digest.sha256 == hashlib.sha256(data).hexdigest() and digest.stored_bytes == len(data)
+        if parse_values:
+            assert not any(validated for *_, validated in records)
+        outcomes.append((digest.format, [record[:3] for record in records]))
+    assert outcomes[0] == outcomes[1]
+    kind, found = outcomes[0]
+    if kind == "malformed":
+        raise MalformedFile(found)
+    return kind, [raw for _number, _offset, raw in found]
 
 
 @pytest.mark.parametrize(
@@ -40,6 +61,10 @@ def read(data: bytes, chunk: int = 1 << 20) -> tuple[str, list[bytes]]:
         (b'[{"a":"],{\\"}"}, 1, "x,y", null]', ("array", [b'{"a":"],{\\"}"}', b"1", b'"x,y"', b"null"])),
         (b'\xef\xbb\xbf[{"a": 1}]', ("array", [b'{"a": 1}'])),
         (b'[{"n": 123456789012345678901234567890}]', ("array", [b'{"n": 123456789012345678901234567890}'])),
+        (
+            b'{"n": 123456789012345678901234567890}\n{"a":1}\n',  # valid JSON simdjson refuses: parsed instead
+            ("ndjson", [b'{"n": 123456789012345678901234567890}', b'{"a":1}']),
+        ),
     ],
 )
 def test_formats_and_exact_record_bytes(data, expected):
@@ -57,6 +82,10 @@ def test_formats_and_exact_record_bytes(data, expected):
         (b'{"a": "unterminated}', "unexpected end of file"),
         (b'{"a": 1}\n{oops}\n', "invalid JSON in record 2"),
         (b'{"a": NaN}', "invalid JSON in record 1"),
+        (b'{"a": 1}\n{"a": Infinity}\n{"a": 3}\n', "invalid JSON in record 2"),
+        (b'{"a": 1}\n{"a": 2,}\n{"a": 3}\n', "invalid JSON in record 2"),
+        (b'{"a": 1}\n[1, 2,]\n', "invalid JSON in record 2"),
+        (b'{"a": 1}\n{"a": 01}\n', "invalid JSON in record 2"),
         (b'{"a": "\x00"}', "invalid JSON"),
         (b'{"a": "\xff"}', "invalid JSON"),
         (b"\x1f\x8b\x08\x00garbage", "not a valid gzip file"),
