@@ -95,8 +95,12 @@ def _child_gcs_loader(args: dict[str, Any]) -> dict[str, Any]:
 def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
     """DuckDB read_json -> CSV file -> psycopg2 COPY: the engines' own bulk paths, nothing else.
 
-    With `with_record_json`, every row also carries its record as JSON text, as bronze keeps `_raw_json`:
-    the same engines' speed for bronze's bytes, the ceiling of any loader that loses nothing.
+    With `with_record_json`, every row also carries its record as JSON text, as bronze keeps `_raw_json`;
+    with `with_lineage` as well, the lineage columns every bronze row carries (issue 2's contract: source
+    file, generation, content hash, run, load time, record number, and the record order and dlt ids the
+    loader adds), same types and about the same widths: the same engines' speed for exactly bronze's
+    columns, the ceiling of any loader that keeps that contract. Lineage values are cheap stand-ins (the
+    file name DuckDB reports, constants, a row number): it is the bytes and columns COPY writes that count.
     """
     import duckdb
     import psycopg2
@@ -107,6 +111,9 @@ def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
     source = f"read_json({args['files']!r}, format='newline_delimited')"
     described = con.execute(f"describe select * from {source}").fetchall()
     select, ddl = [], []
+    with_lineage = bool(args.get("with_lineage"))
+    if with_lineage:  # the same rows, plus the file each came from
+        source = f"read_json({args['files']!r}, format='newline_delimited', filename = true)"
     for name, kind, *_ in described:
         quoted = '"' + name.replace('"', '""') + '"'
         if "[]" in kind or kind.startswith(("STRUCT", "MAP", "JSON")):
@@ -115,9 +122,36 @@ def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
         else:
             select.append(quoted)
             ddl.append(f"{quoted} {_pg_type(kind)}")
-    if args.get("with_record_json"):
-        select.append("cast(to_json(record) as varchar) as _raw_json")
+    record = "record"
+    if with_lineage:  # the record alone, without the file name read_json added
+        names = [name for name, *_ in described]
+        record = "struct_pack(" + ", ".join(f'"{n}" := record."{n}"' for n in names) + ")"
+    if args.get("with_record_json") or with_lineage:
+        select.append(f"cast(to_json({record}) as varchar) as _raw_json")
         ddl.append("_raw_json text")
+    if with_lineage:
+        select += [
+            "row_number() over () as _record_number",
+            "'file://' || filename as _source_file",
+            "1764000000123456789 as _source_generation",
+            f"'{'0123456789abcdef' * 4}' as _content_hash",
+            "'5f0c7a4e-2d1b-4c3a-9e8f-7a6b5c4d3e2f' as _run_id",
+            "timestamptz '2026-11-24 14:00:00.123456+00' as _loaded_at",
+            "'01764000000123456789:' || lpad(cast(row_number() over () as varchar), 12, '0') as _record_order",
+            "'1764000000.123456' as _dlt_load_id",
+            "substr(md5(filename || cast(row_number() over () as varchar)), 1, 14) as _dlt_id",
+        ]
+        ddl += [
+            "_record_number bigint",
+            "_source_file text",
+            "_source_generation bigint",
+            "_content_hash text",
+            "_run_id text",
+            "_loaded_at timestamptz",
+            "_record_order text",
+            "_dlt_load_id text",
+            "_dlt_id text",
+        ]
     csv_path = Path(args["work_dir"]) / "raw.csv"
     con.execute(f"copy (select {', '.join(select)} from {source} as record) to '{csv_path}' (header false)")
     con.close()
@@ -374,6 +408,11 @@ class Bench:
         finally:
             conn.close()
 
+    def table_mib(self, table: str) -> float:
+        """The table's data as stored (heap and TOAST, no indexes): how many bytes each path wrote."""
+        (size,) = self.query(self.warehouse_url, "select pg_table_size(%s::regclass)", (table,))[0]
+        return size / 2**20
+
     def drop_schema(self, name: str) -> None:
         self.query(self.warehouse_url, f"drop schema if exists {name} cascade")
         self.query(self.warehouse_url, f"drop schema if exists {name}_staging cascade")
@@ -397,7 +436,7 @@ class Bench:
             files.append(path)
             json_bytes += size
         say(f"gcs: {n_files} file(s), {json_bytes / 2**20:,.0f} MiB of NDJSON")
-        loader, raw, raw_json = [], [], []
+        loader, raw, raw_json, raw_bronze = [], [], [], []
         for run in range(self.args.runs):
             bucket = self.work_dir / f"gcs-bucket-{run}"
             pending = bucket / "datalake/payload_data/pending" / GCS_TYPE
@@ -415,13 +454,18 @@ class Bench:
                 },
                 self.log_dir,
             )
+            result["table_mib"] = self.table_mib(f"{schema}.{GCS_TYPE}")
             loader.append(_with_rates(result, json_bytes))
-            say(f"gcs loader run {run + 1}: {result['seconds']:.1f}s, {result['rows']:,} rows")
+            say(
+                f"gcs loader run {run + 1}: {result['seconds']:.1f}s, {result['rows']:,} rows, "
+                f"table {result['table_mib']:,.0f} MiB"
+            )
             self.drop_schema(schema)
             shutil.rmtree(bucket)
-            for results, table, with_record_json in (
-                (raw, f"public.bench_gcs_raw_{run}", False),
-                (raw_json, f"public.bench_gcs_raw_json_{run}", True),
+            for results, table, with_record_json, with_lineage in (
+                (raw, f"public.bench_gcs_raw_{run}", False, False),
+                (raw_json, f"public.bench_gcs_raw_json_{run}", True, False),
+                (raw_bronze, f"public.bench_gcs_raw_bronze_{run}", True, True),
             ):
                 result = run_child(
                     "gcs_raw",
@@ -431,12 +475,23 @@ class Bench:
                         "table": table,
                         "work_dir": str(self.work_dir),
                         "with_record_json": with_record_json,
+                        "with_lineage": with_lineage,
                     },
                     self.log_dir,
                 )
+                result["table_mib"] = self.table_mib(table)
                 results.append(_with_rates(result, json_bytes))
-                what = "raw path + record JSON" if with_record_json else "raw path"
-                say(f"gcs {what} run {run + 1}: {result['seconds']:.1f}s, {result['rows']:,} rows")
+                what = (
+                    "raw path + bronze's columns"
+                    if with_lineage
+                    else "raw path + record JSON"
+                    if with_record_json
+                    else "raw path"
+                )
+                say(
+                    f"gcs {what} run {run + 1}: {result['seconds']:.1f}s, {result['rows']:,} rows, "
+                    f"table {result['table_mib']:,.0f} MiB"
+                )
                 self.query(self.warehouse_url, f"drop table if exists {table}")
         shutil.rmtree(source_dir)
         self.results["gcs"] = {
@@ -445,6 +500,7 @@ class Bench:
             "loader": _summary(loader),
             "raw": _summary(raw),
             "raw_with_record_json": _summary(raw_json),
+            "raw_with_bronze_columns": _summary(raw_bronze),
         }
 
     def stage_operational(self) -> None:
@@ -817,7 +873,7 @@ def _with_rates(result: dict[str, Any], input_bytes: int | None) -> dict[str, An
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("seconds", "rows_per_second", "mib_per_second", "peak_rss_mib")
+    keys = ("seconds", "rows_per_second", "mib_per_second", "peak_rss_mib", "table_mib")
     summary: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in keys if k in runs[0]}
     summary["rows"] = runs[0]["rows"]
     summary["peak_rss_mib_max"] = max(r["peak_rss_mib"] for r in runs)
@@ -858,6 +914,10 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
             out["gcs_raw_with_record_json_vs_raw"] = (
                 gcs["raw_with_record_json"]["mib_per_second"] / gcs["raw"]["mib_per_second"]
             )
+        if "raw_with_bronze_columns" in gcs:  # the ceiling for a loader that keeps issue 2's bronze contract
+            bronze_columns = gcs["raw_with_bronze_columns"]["mib_per_second"]
+            out["gcs_raw_with_bronze_columns_vs_raw"] = bronze_columns / gcs["raw"]["mib_per_second"]
+            out["gcs_to_bronze_vs_raw_with_bronze_columns"] = gcs["loader"]["mib_per_second"] / bronze_columns
     if "operational" in results:
         op = results["operational"]
         out["operational_to_bronze_vs_raw"] = op["loader"]["mib_per_second"] / op["raw"]["mib_per_second"]
@@ -887,6 +947,16 @@ def print_table(results: dict[str, Any], ratios: dict[str, Any]) -> None:
                 "gcs raw + each record's JSON text",
                 gcs["raw_with_record_json"],
                 f"{ratios['gcs_raw_with_record_json_vs_raw']:.1%}",
+            )
+        if "raw_with_bronze_columns" in gcs:
+            row(
+                "gcs raw + bronze's columns",
+                gcs["raw_with_bronze_columns"],
+                f"{ratios['gcs_raw_with_bronze_columns_vs_raw']:.1%}",
+            )
+            print(
+                f"{'  loader vs raw + bronze columns':<38} {'':>12} {'':>9} {'':>10} {'':>9} "
+                f"{ratios['gcs_to_bronze_vs_raw_with_bronze_columns']:>8.1%}"
             )
     if "operational" in results:
         op = results["operational"]

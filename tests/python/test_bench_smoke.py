@@ -53,6 +53,16 @@ def test_bench_smoke_run_writes_the_summary(tmp_path):
     assert gcs["raw_with_record_json"]["rows"] == gcs["raw"]["rows"]
     ceiling = summary["gcs_raw_with_record_json_vs_raw"]
     assert ceiling == gcs["raw_with_record_json"]["mib_per_second"] / gcs["raw"]["mib_per_second"] > 0
+    # the contract's ceiling: the raw path writing bronze's columns (JSON + lineage); its table must hold as
+    # many bytes as bronze's (within a quarter), or it is not the same work
+    bronze_columns = gcs["raw_with_bronze_columns"]
+    assert bronze_columns["rows"] == gcs["raw"]["rows"]
+    assert abs(bronze_columns["table_mib"] - gcs["loader"]["table_mib"]) < gcs["loader"]["table_mib"] / 4
+    assert gcs["raw_with_record_json"]["table_mib"] < bronze_columns["table_mib"]
+    assert gcs["raw"]["table_mib"] < gcs["raw_with_record_json"]["table_mib"]
+    assert summary["gcs_to_bronze_vs_raw_with_bronze_columns"] == (
+        gcs["loader"]["mib_per_second"] / bronze_columns["mib_per_second"]
+    )
     assert gcs["loader"]["runs"][0]["rejected"] == 0
     operational = summary["operational"]
     assert operational["raw"]["rows"] >= 10_000  # the order lines alone
