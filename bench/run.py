@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def _child_gcs_loader(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
-    """DuckDB read_json -> CSV file -> psycopg2 COPY: the engines' own bulk paths, nothing else.
+    """DuckDB read_json -> CSV -> COPY over `copies` psycopg2 connections: the engines' own bulk paths, nothing else.
 
     With `with_record_json`, every row also carries its record as JSON text, as bronze keeps `_raw_json`;
     with `with_lineage` as well, the lineage columns every bronze row carries (issue 2's contract: source
@@ -152,23 +153,58 @@ def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
             "_dlt_load_id text",
             "_dlt_id text",
         ]
-    csv_path = Path(args["work_dir"]) / "raw.csv"
-    con.execute(f"copy (select {', '.join(select)} from {source} as record) to '{csv_path}' (header false)")
+    copies = int(args.get("copies", 2))
+    if copies == 1:  # one CSV file, one COPY: the raw path of every round before stop 20
+        csv_parts = [Path(args["work_dir"]) / "raw.csv"]
+        target = csv_parts[0]
+        options = "header false"
+    else:  # DuckDB splits its output at row boundaries; the parts are shared among `copies` connections
+        target = Path(args["work_dir"]) / "raw-csv"
+        part_bytes = max(1 << 20, sum(os.path.getsize(f) for f in args["files"]) // (copies * 8))
+        options = f"header false, file_size_bytes {part_bytes}"
+    con.execute(f"copy (select {', '.join(select)} from {source} as record) to '{target}' ({options})")
     con.close()
+    if copies > 1:
+        csv_parts = sorted(target.glob("*.csv"))
     conn = psycopg2.connect(args["warehouse_url"])
     try:
         with conn.cursor() as cur:
             cur.execute(f"drop table if exists {args['table']}")
             cur.execute(f"create table {args['table']} ({', '.join(ddl)})")
-            with open(csv_path, "rb") as handle:
-                cur.copy_expert(f"copy {args['table']} from stdin with (format csv)", handle, size=1 << 20)
-            rows = cur.rowcount
         conn.commit()
     finally:
         conn.close()
+    queue = list(reversed(csv_parts))
+    lock = threading.Lock()
+
+    def copy_parts() -> int:
+        copied = 0
+        conn = psycopg2.connect(args["warehouse_url"])
+        try:
+            with conn.cursor() as cur:
+                while True:
+                    with lock:
+                        if not queue:
+                            break
+                        part = queue.pop()
+                    with open(part, "rb") as handle:
+                        cur.copy_expert(
+                            f"copy {args['table']} from stdin with (format csv)", handle, size=1 << 20
+                        )
+                    copied += cur.rowcount
+            conn.commit()
+        finally:
+            conn.close()
+        return copied
+
+    with ThreadPoolExecutor(max_workers=copies) as pool:
+        rows = sum(pool.map(lambda _: copy_parts(), range(copies)))
     seconds = time.monotonic() - started
-    csv_path.unlink()
-    return {"seconds": seconds, "rows": rows}
+    for part in csv_parts:
+        part.unlink()
+    if copies > 1:
+        target.rmdir()
+    return {"seconds": seconds, "rows": rows, "copies": copies, "csv_parts": len(csv_parts)}
 
 
 def _pg_type(duckdb_type: str) -> str:
@@ -476,6 +512,7 @@ class Bench:
                         "work_dir": str(self.work_dir),
                         "with_record_json": with_record_json,
                         "with_lineage": with_lineage,
+                        "copies": self.args.raw_copies,
                     },
                     self.log_dir,
                 )
@@ -1040,6 +1077,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="merge into --output: keep its stages that this run does not measure",
     )
+    parser.add_argument(
+        "--raw-copies",
+        type=int,
+        default=2,
+        help="connections the GCS raw paths COPY over in parallel (default 2; 1: one CSV file, one COPY, "
+        "the raw path before stop 20)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, the server's data)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--work-dir", type=Path, default=None, help="state folder (default: a temporary one)")
@@ -1077,6 +1121,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": {
             "order_lines": args.orders,
             "gcs_mib": args.gcs_mb,
+            "gcs_raw_copies": args.raw_copies,
             "runs": args.runs,
             "dbt_runs": args.dbt_runs or args.runs,
             "fb_accounts": args.fb_accounts or None,

@@ -60,6 +60,9 @@ def test_bench_smoke_run_writes_the_summary(tmp_path):
     assert abs(bronze_columns["table_mib"] - gcs["loader"]["table_mib"]) < gcs["loader"]["table_mib"] / 4
     assert gcs["raw_with_record_json"]["table_mib"] < bronze_columns["table_mib"]
     assert gcs["raw"]["table_mib"] < gcs["raw_with_record_json"]["table_mib"]
+    # the raw paths COPY over two connections, their CSV split at row boundaries into parts both take from
+    assert summary["scale"]["gcs_raw_copies"] == 2
+    assert bronze_columns["runs"][0]["copies"] == 2 and bronze_columns["runs"][0]["csv_parts"] >= 2
     assert summary["gcs_to_bronze_vs_raw_with_bronze_columns"] == (
         gcs["loader"]["mib_per_second"] / bronze_columns["mib_per_second"]
     )
