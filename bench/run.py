@@ -101,7 +101,8 @@ def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
     file, generation, content hash, run, load time, record number, and the record order and dlt ids the
     loader adds), same types and about the same widths: the same engines' speed for exactly bronze's
     columns, the ceiling of any loader that keeps that contract. Lineage values are cheap stand-ins (the
-    file name DuckDB reports, constants, a row number): it is the bytes and columns COPY writes that count.
+    file name DuckDB reports, constants, digits of a hash of the row: no window, so DuckDB streams): it is
+    the bytes and columns COPY writes that count.
     """
     import duckdb
     import psycopg2
@@ -132,15 +133,16 @@ def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
         ddl.append("_raw_json text")
     if with_lineage:
         select += [
-            "row_number() over () as _record_number",
+            "cast(hash(record) % 1000000 as bigint) as _record_number",
             "'file://' || filename as _source_file",
             "1764000000123456789 as _source_generation",
             f"'{'0123456789abcdef' * 4}' as _content_hash",
             "'5f0c7a4e-2d1b-4c3a-9e8f-7a6b5c4d3e2f' as _run_id",
             "timestamptz '2026-11-24 14:00:00.123456+00' as _loaded_at",
-            "'01764000000123456789:' || lpad(cast(row_number() over () as varchar), 12, '0') as _record_order",
+            "'01764000000123456789:' || lpad(cast(hash(record) % 1000000000000 as varchar), 12, '0')"
+            " as _record_order",
             "'1764000000.123456' as _dlt_load_id",
-            "substr(md5(filename || cast(row_number() over () as varchar)), 1, 14) as _dlt_id",
+            "substr(cast(hash(record) as varchar), 1, 14) as _dlt_id",
         ]
         ddl += [
             "_record_number bigint",
