@@ -155,10 +155,9 @@ def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
             "_dlt_load_id text",
             "_dlt_id text",
         ]
-    copies = int(args.get("copies", 2))
+    copies = int(args["copies"])
     if copies == 1:  # one CSV file, one COPY: the raw path of every round before stop 20
-        csv_parts = [Path(args["work_dir"]) / "raw.csv"]
-        target = csv_parts[0]
+        target = Path(args["work_dir"]) / "raw.csv"
         options = "header false"
     else:  # DuckDB splits its output at row boundaries; the parts are shared among `copies` connections
         target = Path(args["work_dir"]) / "raw-csv"
@@ -166,8 +165,7 @@ def _child_gcs_raw(args: dict[str, Any]) -> dict[str, Any]:
         options = f"header false, file_size_bytes {part_bytes}"
     con.execute(f"copy (select {', '.join(select)} from {source} as record) to '{target}' ({options})")
     con.close()
-    if copies > 1:
-        csv_parts = sorted(target.glob("*.csv"))
+    csv_parts = [target] if copies == 1 else sorted(target.glob("*.csv"))
     conn = psycopg2.connect(args["warehouse_url"])
     try:
         with conn.cursor() as cur:
@@ -500,10 +498,10 @@ class Bench:
             )
             self.drop_schema(schema)
             shutil.rmtree(bucket)
-            for results, table, with_record_json, with_lineage in (
-                (raw, f"public.bench_gcs_raw_{run}", False, False),
-                (raw_json, f"public.bench_gcs_raw_json_{run}", True, False),
-                (raw_bronze, f"public.bench_gcs_raw_bronze_{run}", True, True),
+            for results, table, what, with_record_json, with_lineage in (
+                (raw, f"public.bench_gcs_raw_{run}", "raw path", False, False),
+                (raw_json, f"public.bench_gcs_raw_json_{run}", "raw path + record JSON", True, False),
+                (raw_bronze, f"public.bench_gcs_raw_bronze_{run}", "raw path + bronze's columns", True, True),
             ):
                 result = run_child(
                     "gcs_raw",
@@ -520,13 +518,6 @@ class Bench:
                 )
                 result["table_mib"] = self.table_mib(table)
                 results.append(_with_rates(result, json_bytes))
-                what = (
-                    "raw path + bronze's columns"
-                    if with_lineage
-                    else "raw path + record JSON"
-                    if with_record_json
-                    else "raw path"
-                )
                 say(
                     f"gcs {what} run {run + 1}: {result['seconds']:.1f}s, {result['rows']:,} rows, "
                     f"table {result['table_mib']:,.0f} MiB"
